@@ -1,0 +1,61 @@
+# One entry point for people and CI. `make run` serves, `make test` tests (.ci/run calls it).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL_STORE := model_store
+ARCHIVE := $(MODEL_STORE)/resnet18.mar
+# WEIGHTS: empty = official torchvision weights (downloaded), "random" = untrained test
+# weights, anything else = path to a local state dict such as resnet18-f37072fd.pth.
+WEIGHTS ?=
+ifeq ($(WEIGHTS),)
+ARCHIVE_ARGS :=
+else ifeq ($(WEIGHTS),random)
+ARCHIVE_ARGS := --random-weights
+else
+ARCHIVE_ARGS := --weights $(WEIGHTS)
+endif
+
+.PHONY: setup archive run serve stop ui test test-deps lint clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+archive: $(STAMP)
+	@if [ -f $(ARCHIVE) ] && [ -z "$(FORCE)" ]; then echo "$(ARCHIVE) exists (FORCE=1 rebuilds it)"; \
+	else $(PY) scripts/build_archive.py --force $(ARCHIVE_ARGS); fi
+
+run: archive
+	$(PY) scripts/serve.py run
+
+serve: archive
+	$(PY) scripts/serve.py start
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) scripts/serve.py stop; fi
+
+ui: $(STAMP)
+	PYTHONPATH=. $(VENV)/bin/streamlit run ui/app.py --server.address=127.0.0.1 --server.port=8501 \
+		--server.headless=true --browser.gatherUsageStats=false
+
+# Debian's Chromium for the browser tests (Playwright cannot download its own here).
+test-deps:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
+
+test: $(STAMP) test-deps
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var test-output $(MODEL_STORE)/*.mar

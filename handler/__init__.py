@@ -1,0 +1,1 @@
+"""Image-classification handler for TorchServe: plain functions plus thin TorchServe glue."""

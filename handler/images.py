@@ -1,0 +1,93 @@
+"""Bytes to an upright RGB picture, or a RequestError that says what is wrong with them."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from handler.errors import RequestError
+
+try:  # iPhone photos (HEIC/HEIF); optional so the plain functions work without it.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    _HEIF = ("HEIF",)
+except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
+    _HEIF = ()
+
+# Pillow's JPEG opener also opens MPO, the multi-picture JPEG that many phones write.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", *_HEIF)
+FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF" + (", HEIC" if _HEIF else "")
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> Image.Image:
+    """Decode one image to RGB, upright, first frame only.
+
+    Refuses images over `max_pixels` from the header alone, before any pixel is decoded.
+    JPEGs are decoded with DCT scaling (`draft`) to no less than `min_side` on the shorter
+    side; choose `min_side` well above the resize target so the result matches full decoding.
+    """
+    if not data:
+        raise RequestError("the request has no image: the body is empty", 400, "MissingImage")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise RequestError(f"image has too many pixels; the limit is {max_pixels} pixels", 413, "ImageTooLarge")
+    except UnidentifiedImageError:
+        raise RequestError(f"not a supported image; send one of {FORMAT_NAMES}", 415, "UnsupportedImage")
+    except Exception as e:  # PIL raises many types on malformed headers
+        raise RequestError(f"image header is corrupt ({type(e).__name__})", 400, "InvalidImage")
+
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise RequestError("image has no pixels", 400, "InvalidImage")
+    if width * height > max_pixels:
+        raise RequestError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels",
+            413,
+            "ImageTooLarge",
+        )
+    if image.format in ("JPEG", "MPO") and min_side > 0:
+        scale = min(width, height) / min_side
+        if scale >= 2:
+            image.draft("RGB", (int(width / scale), int(height / scale)))
+    try:
+        image.load()
+    except Exception as e:
+        raise RequestError(f"image data is truncated or corrupt ({type(e).__name__})", 400, "InvalidImage")
+    return to_rgb(_upright(image))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation; a corrupt EXIF block is ignored rather than failing the photo."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited over white, as viewers show it."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        array = np.asarray(image, dtype=np.float32)
+        if array.max(initial=0) > 255:  # 16-bit samples
+            array = array / 257.0
+        return Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    try:
+        if has_alpha:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return image.convert("RGB")
+    except Exception as e:
+        raise RequestError(
+            f"image mode {image.mode} cannot be converted to RGB ({type(e).__name__})", 415, "UnsupportedImage"
+        )

@@ -1,0 +1,108 @@
+"""What an archive carries besides the weights: labels, preprocessing and provenance.
+
+The archive builder writes these files and the handler reads them, so each fact about
+the model is stated once, next to the weights it belongs to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LABELS_FILE = "labels.json"
+PREPROCESSING_FILE = "preprocessing.json"
+PROVENANCE_FILE = "provenance.json"
+MODEL_FILE = "model.pt"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side, center-crop, normalize: torchvision's ImageClassification."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(
+            resize=int(data["resize"]),
+            crop=int(data["crop"]),
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            interpolation=str(data.get("interpolation", "bilinear")),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_labels(data: object) -> list[str]:
+    """Accept a JSON list of names or TorchServe's index_to_name.json ({"0": "name"} or {"0": [id, name]})."""
+    if isinstance(data, list):
+        names = [str(v) for v in data]
+    elif isinstance(data, dict):
+        indices = sorted(int(k) for k in data)
+        if indices != list(range(len(indices))):
+            raise ValueError("label indices must be 0..N-1 without gaps")
+        names = []
+        for i in indices:
+            value = data[str(i)]
+            names.append(str(value[-1]) if isinstance(value, list) else str(value))
+    else:
+        raise ValueError("labels must be a JSON list or an index_to_name mapping")
+    if not names:
+        raise ValueError("labels are empty")
+    return names
+
+
+def read_labels(path: Path) -> list[str]:
+    return parse_labels(json.loads(Path(path).read_text()))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    labels: list[str]
+    preprocessing: Preprocessing
+    provenance: dict
+
+    @property
+    def random_weights(self) -> bool:
+        return str(self.provenance.get("weights", "")).startswith("random")
+
+    def write(self, directory: Path) -> None:
+        directory = Path(directory)
+        (directory / LABELS_FILE).write_text(json.dumps(self.labels, indent=0) + "\n")
+        (directory / PREPROCESSING_FILE).write_text(json.dumps(self.preprocessing.to_dict(), indent=2) + "\n")
+        (directory / PROVENANCE_FILE).write_text(json.dumps(self.provenance, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> ModelCard:
+        directory = Path(directory)
+        return cls(
+            labels=read_labels(directory / LABELS_FILE),
+            preprocessing=Preprocessing.from_dict(json.loads((directory / PREPROCESSING_FILE).read_text())),
+            provenance=json.loads((directory / PROVENANCE_FILE).read_text()),
+        )
+
+    def verify_model_file(self, model_file: Path) -> None:
+        """Refuse to serve a model file that is not the one the archive was built with."""
+        expected = self.provenance.get("model_sha256")
+        actual = sha256_file(model_file)
+        if expected != actual:
+            raise RuntimeError(
+                f"{Path(model_file).name} has sha256 {actual}, but provenance.json records {expected}: "
+                "the archive was altered after it was built; refusing to serve it"
+            )

@@ -1,0 +1,19 @@
+"""RGB picture to the model's input tensor, exactly as torchvision's weights.transforms() does it."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
+
+from handler.model_card import Preprocessing
+
+
+def to_tensor(image: Image.Image, spec: Preprocessing) -> torch.Tensor:
+    """Same ops, same order as torchvision's ImageClassification, so results are bit-equal."""
+    tensor = F.pil_to_tensor(image)
+    tensor = F.resize(tensor, [spec.resize], interpolation=InterpolationMode(spec.interpolation), antialias=True)
+    tensor = F.center_crop(tensor, [spec.crop])
+    tensor = F.convert_image_dtype(tensor, torch.float)
+    return F.normalize(tensor, mean=list(spec.mean), std=list(spec.std))

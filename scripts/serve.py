@@ -1,0 +1,350 @@
+"""Start, watch and stop TorchServe (and the UI) for this project.
+
+  python scripts/serve.py run      # foreground: TorchServe + UI, Ctrl-C stops both (make run)
+  python scripts/serve.py start    # background TorchServe, returns when READY (make serve)
+  python scripts/serve.py stop     # stops what start/run started (make stop)
+  python scripts/serve.py status
+
+Each server gets a run directory holding its rendered config.properties, key_file.json,
+logs/ and a PID file, so several servers (a `make run` and a test session) can coexist.
+The tests and the benchmark use the same TorchServe class on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.client import Endpoints, TorchServeClient  # noqa: E402
+
+RUN_DIR = ROOT / "var"
+CONFIG = ROOT / "config" / "config.properties"
+MODEL_STORE = ROOT / "model_store"
+VENV_BIN = Path(sys.executable).parent
+UI_APP = ROOT / "ui" / "app.py"
+UI_PORT = 8501
+PID_FILE = "server.pid"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    props = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def render_config(base: Path, overrides: dict[str, str], dest: Path) -> None:
+    """Copy config.properties with some keys replaced, keeping its comments and order."""
+    lines, seen = [], set()
+    for line in Path(base).read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and not line.lstrip().startswith("#") and key in overrides:
+            line = f"{key}={overrides[key]}"
+            seen.add(key)
+        lines.append(line)
+    lines += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
+    dest.write_text("\n".join(lines) + "\n")
+
+
+def server_endpoints(run_dir: Path) -> Endpoints | None:
+    config = Path(run_dir) / "config.properties"
+    if not config.is_file():
+        return None
+    props = read_properties(config)
+    return Endpoints(props["inference_address"], props["management_address"], props["metrics_address"])
+
+
+def test_image() -> bytes:
+    """A small generated JPEG for warm-up, so `make run` needs no sample files."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.radial_gradient("L").convert("RGB").resize((320, 240)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+class TorchServe:
+    """One TorchServe server: its run directory, config, process group and client."""
+
+    def __init__(
+        self,
+        run_dir: Path = RUN_DIR,
+        model_store: Path = MODEL_STORE,
+        config: Path = CONFIG,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.model_store = Path(model_store).resolve()
+        self.base_config = Path(config)
+        self.overrides = {"model_store": str(self.model_store), **(overrides or {})}
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def on_free_ports(cls, run_dir: Path, model_store: Path, **overrides: str) -> TorchServe:
+        ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc_i", "grpc_m")}
+        return cls(
+            run_dir,
+            model_store,
+            overrides={
+                "inference_address": f"http://127.0.0.1:{ports['inference']}",
+                "management_address": f"http://127.0.0.1:{ports['management']}",
+                "metrics_address": f"http://127.0.0.1:{ports['metrics']}",
+                "grpc_inference_port": str(ports["grpc_i"]),
+                "grpc_management_port": str(ports["grpc_m"]),
+                "initial_worker_port": str(20000 + ports["inference"] % 20000),
+                **overrides,
+            },
+        )
+
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / "config.properties"
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / "key_file.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def endpoints(self) -> Endpoints:
+        props = read_properties(self.config_file)
+        return Endpoints(props["inference_address"], props["management_address"], props["metrics_address"])
+
+    def client(self, timeout: float = 60) -> TorchServeClient:
+        return TorchServeClient(self.endpoints, key_file=self.key_file, timeout=timeout)
+
+    def start(self) -> None:
+        if running_pid(self.run_dir):
+            raise RuntimeError(f"a server from {self.run_dir} is already running; stop it first (make stop)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        self.key_file.unlink(missing_ok=True)
+        render_config(self.base_config, self.overrides, self.config_file)
+        env = {
+            **os.environ,
+            "TMPDIR": str(self.run_dir),  # TorchServe's own PID file lives in $TMPDIR
+            "LOG_LOCATION": str(self.log_dir),
+            "METRICS_LOCATION": str(self.log_dir),
+        }
+        command = [str(VENV_BIN / "torchserve"), "--foreground", "--ncs", "--ts-config", str(self.config_file)]
+        with open(self.log_dir / "console.log", "ab") as console:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.run_dir,
+                env=env,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        write_pid(self.run_dir, self.process.pid)
+
+    def wait_ready(self, timeout: float = 180) -> list[str]:
+        """Wait until every model in the store has its minimum workers READY; return their names."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"TorchServe exited with {self.process.returncode}; see {self.log_dir}")
+            try:
+                client = self.client(timeout=5)
+                models = [m["modelName"] for m in client.list_models().json()["models"]]
+                if models and all(self._model_ready(client, name) for name in models):
+                    return models
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s; see {self.log_dir}/model_log.log")
+
+    @staticmethod
+    def _model_ready(client: TorchServeClient, name: str) -> bool:
+        for version in client.describe_model(name).json():
+            ready = sum(w["status"] == "READY" for w in version["workers"])
+            if ready < max(1, version["minWorkers"]):
+                return False
+        return True
+
+    def warm_up(self, models: list[str]) -> None:
+        client = self.client()
+        for name in models:
+            response = client.predict(name, test_image(), filename="warm-up.jpg")
+            if response.status_code != 200:
+                raise RuntimeError(f"warm-up inference on {name} failed: {response.status_code} {response.text}")
+
+    def stop(self, timeout: float = 30) -> None:
+        pid = self.process.pid if self.process else running_pid(self.run_dir)
+        if pid:
+            stop_group(pid, timeout)
+        if self.process:
+            self.process.wait()
+        (self.run_dir / PID_FILE).unlink(missing_ok=True)
+
+
+def write_pid(run_dir: Path, pid: int) -> None:
+    created = psutil.Process(pid).create_time()
+    (run_dir / PID_FILE).write_text(json.dumps({"pid": pid, "created": created}))
+
+
+def running_pid(run_dir: Path) -> int | None:
+    """The PID in the run directory's PID file if that process still runs; a stale file is removed."""
+    pid_file = Path(run_dir) / PID_FILE
+    try:
+        record = json.loads(pid_file.read_text())
+        if psutil.Process(record["pid"]).create_time() == record["created"]:
+            return int(record["pid"])
+    except (OSError, ValueError, KeyError, psutil.Error):
+        pass
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def stop_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group (launcher, Java, workers), SIGKILL whatever outlives the timeout."""
+    try:
+        group = os.getpgid(pid)
+        members = [p for p in psutil.process_iter() if _pgid(p) == group]
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _pgid(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def start_ui(server: TorchServe, port: int = UI_PORT) -> subprocess.Popen:
+    endpoints = server.endpoints
+    env = {
+        **os.environ,
+        "TS_INFERENCE_URL": endpoints.inference,
+        "TS_MANAGEMENT_URL": endpoints.management,
+        "TS_KEY_FILE": str(server.key_file),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        str(VENV_BIN / "streamlit"),
+        "run",
+        str(UI_APP),
+        "--server.address=127.0.0.1",
+        f"--server.port={port}",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+    ]
+    with open(server.log_dir / "ui.log", "ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def print_banner(server: TorchServe, models: list[str], ui_port: int | None) -> None:
+    e = server.endpoints
+    model = models[0]
+    print(f"""
+TorchServe is ready: models {", ".join(models)}
+  inference   {e.inference}/predictions/{model}
+  management  {e.management}/models
+  metrics     {e.metrics}/metrics   (Prometheus)""")
+    if ui_port:
+        print(f"  web UI      http://127.0.0.1:{ui_port}")
+    print(f"""
+Call it (tokens are in {server.key_file}):
+  TOKEN=$(python3 -c "import json;print(json.load(open('{server.key_file}'))['inference']['key'])")
+  curl -H "Authorization: Bearer $TOKEN" -T photo.jpg {e.inference}/predictions/{model}
+  curl -H "Authorization: Bearer $TOKEN" -H "X-TopK: 5" -T photo.jpg {e.inference}/predictions/{model}
+Workers:  python scripts/manage.py describe {model}   |   python scripts/manage.py scale {model} 2
+""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["run", "start", "stop", "status"])
+    p.add_argument("--run-dir", type=Path, default=RUN_DIR)
+    p.add_argument("--model-store", type=Path, default=MODEL_STORE)
+    p.add_argument("--no-ui", action="store_true", help="run: TorchServe only")
+    args = p.parse_args(argv)
+    server = TorchServe(args.run_dir, args.model_store)
+
+    if args.command == "stop":
+        pid = running_pid(args.run_dir)
+        server.stop()
+        print("stopped" if pid else "nothing was running")
+        return 0
+    if args.command == "status":
+        pid = running_pid(args.run_dir)
+        print(f"running (pid {pid}), run directory {args.run_dir}" if pid else "not running")
+        return 0 if pid else 1
+    if not any(args.model_store.glob("*.mar")):
+        print(f"no archive in {args.model_store}: run `make archive` first", file=sys.stderr)
+        return 2
+
+    server.start()
+    ui = None
+    try:
+        models = server.wait_ready()
+        server.warm_up(models)
+        if args.command == "start":
+            print_banner(server, models, None)
+            return 0
+        if UI_APP.is_file() and not args.no_ui:
+            ui = start_ui(server)
+        print_banner(server, models, UI_PORT if ui else None)
+        print("Ctrl-C stops everything.")
+        while server.process.poll() is None:
+            time.sleep(1)
+        print(f"TorchServe exited with {server.process.returncode}; see {server.log_dir}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...")
+        return 0
+    except (RuntimeError, TimeoutError) as e:
+        print(f"serve: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if ui is not None:
+            stop_group(ui.pid, 10)
+        if args.command == "run" or sys.exc_info()[0] is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
