@@ -11,9 +11,9 @@ from handler.model_card import Preprocessing
 
 
 def to_tensor(image: Image.Image, spec: Preprocessing) -> torch.Tensor:
-    """Same ops, same order as torchvision's ImageClassification, so results are bit-equal."""
-    tensor = F.pil_to_tensor(image)
-    tensor = F.resize(tensor, [spec.resize], interpolation=InterpolationMode(spec.interpolation), antialias=True)
-    tensor = F.center_crop(tensor, [spec.crop])
-    tensor = F.convert_image_dtype(tensor, torch.float)
+    """Same ops, same order as torchvision's ImageClassification on a PIL image, so results are bit-equal:
+    resize and crop in PIL (antialiased), then to a float tensor and normalize."""
+    image = F.resize(image, [spec.resize], interpolation=InterpolationMode(spec.interpolation), antialias=True)
+    image = F.center_crop(image, [spec.crop])
+    tensor = F.convert_image_dtype(F.pil_to_tensor(image), torch.float)
     return F.normalize(tensor, mean=list(spec.mean), std=list(spec.std))
