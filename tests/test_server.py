@@ -1,28 +1,56 @@
-"""Integration tests against a real TorchServe serving a random-weights archive."""
+"""Integration tests against a real TorchServe serving a random-weights archive (batchSize 4)."""
 
 from __future__ import annotations
 
-import json
+import io
 import re
-import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 import requests
 import torch
 
 from handler.images import decode_image
-from handler.model_card import ModelCard
+from handler.model_card import MODEL_FILE, ModelCard
 from handler.preprocess import to_tensor
-from scripts.sample_photos import photos
+from handler.topk import top_k
+from scripts.client import TorchServeClient
+from scripts.sample_photos import grace_hopper, photos
+from scripts.serve import TorchServe, running_pid
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.server
 
 
-def test_predictions_on_real_photos(client):
+@pytest.fixture(scope="module")
+def local_model(model_store, tmp_path_factory):
+    """The archive's own model and card, run in this process, to check the server's answers."""
+    folder = tmp_path_factory.mktemp("unpacked")
+    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
+        z.extractall(folder)
+    return torch.jit.load(str(folder / MODEL_FILE)).eval(), ModelCard.read(folder)
+
+
+def expected_predictions(local_model, data: bytes, k: int) -> list[dict]:
+    model, card = local_model
+    tensor = to_tensor(decode_image(data, 50_000_000, 2 * card.preprocessing.resize), card.preprocessing)
+    with torch.inference_mode():
+        return top_k(model(tensor[None]), [k], card.labels)[0]
+
+
+def assert_same_predictions(actual: list[dict], expected: list[dict]) -> None:
+    assert [p["index"] for p in actual] == [p["index"] for p in expected]
+    assert [p["label"] for p in actual] == [p["label"] for p in expected]
+    for a, e in zip(actual, expected, strict=True):
+        assert abs(a["probability"] - e["probability"]) < 1e-4
+
+
+def test_predictions_on_real_photos(client, local_model):
     for name, path in photos().items():
-        response = client.predict(MODEL, path.read_bytes(), filename=path.name)
+        data = path.read_bytes()
+        response = client.predict(MODEL, data, filename=path.name)
         assert response.status_code == 200, (name, response.text)
         assert response.headers["Content-Type"].startswith("application/json")
         answer = response.json()
@@ -31,6 +59,137 @@ def test_predictions_on_real_photos(client):
         assert [p["probability"] for p in predictions] == sorted((p["probability"] for p in predictions), reverse=True)
         for p in predictions:
             assert 0 <= p["probability"] <= 1 and isinstance(p["label"], str) and 0 <= p["index"] < 1000
-        assert answer["model"]["name"] == MODEL
+        assert_same_predictions(predictions, expected_predictions(local_model, data, 3))
+        assert answer["model"]["name"] == MODEL and answer["model"]["version"] == "1.0"
         assert answer["model"]["weights"] == "random(seed=0)" and answer["model"]["random_weights"] is True
         assert "random weights" in answer["warning"]
+
+
+def test_raw_multipart_and_base64_bodies_agree(torchserve, client):
+    data = grace_hopper().read_bytes()
+    url = f"{torchserve.endpoints.inference}/predictions/{MODEL}"
+    auth = {"Authorization": f"Bearer {client.keys['inference']}"}
+    raw = requests.put(url, data=data, headers={**auth, "Content-Type": "image/jpeg"}, timeout=60)
+    form = requests.post(url, files={"data": ("photo.jpg", data, "image/jpeg")}, headers=auth, timeout=60)
+    b64 = requests.post(url, json={"data": __import__("base64").b64encode(data).decode()}, headers=auth, timeout=60)
+    assert raw.status_code == form.status_code == b64.status_code == 200
+    assert raw.json()["predictions"] == form.json()["predictions"] == b64.json()["predictions"]
+
+
+def test_topk_per_request(torchserve, client, local_model):
+    data = grace_hopper().read_bytes()
+    for k in (1, 5, 1000):
+        answer = client.predict(MODEL, data, topk=k, filename="photo.jpg").json()
+        assert len(answer["predictions"]) == k
+    assert_same_predictions(client.predict(MODEL, data, topk=5, filename="p.jpg").json()["predictions"],
+                            expected_predictions(local_model, data, 5))
+    # TorchServe 0.12 passes the query string on /invocations (it drops it on /predictions).
+    response = requests.post(f"{torchserve.endpoints.inference}/invocations?model_name={MODEL}&topk=2", data=data,
+                             headers={"Authorization": f"Bearer {client.keys['inference']}",
+                                      "Content-Type": "image/jpeg"}, timeout=60)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 2
+
+
+@pytest.mark.parametrize("k", ["0", "-2", "three", "1001"])
+def test_bad_topk_is_a_400_that_says_the_range(client, k):
+    response = client.predict(MODEL, grace_hopper().read_bytes(), topk=k, filename="photo.jpg")
+    assert response.status_code == 400
+    assert response.json()["type"] == "InvalidParameter" and "1 to 1000" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "body, name, status",
+    [
+        (b"", "empty.jpg", 400),
+        (b"hello, this is text\n", "note.txt", None),
+        (b"<html><body>hi</body></html>", "page.html", None),
+        (b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", "doc.pdf", 415),
+    ],
+)
+def test_non_images_get_a_4xx_json_error(client, body, name, status):
+    response = client.predict(MODEL, body, filename=name)
+    assert 400 <= response.status_code < 500, response.text
+    if status:
+        assert response.status_code == status
+    error = response.json()
+    assert set(error) == {"code", "type", "message"} and error["code"] == response.status_code
+    assert body[:10].decode(errors="ignore") not in error["message"] or not body
+
+
+def test_one_broken_image_fails_only_itself_within_a_batch(torchserve, client, local_model):
+    good = [p.read_bytes() for p in list(photos().values())[:3]]
+    broken = good[0][: len(good[0]) // 2]  # a JPEG cut in half
+    log = torchserve.log_dir / "model_log.log"
+    for _attempt in range(5):
+        before = log.read_text()
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(client.predict, MODEL, body, None, "x.jpg") for body in [*good, broken]]
+            responses = [f.result() for f in futures]
+        for data, response in zip(good, responses[:3], strict=True):
+            assert response.status_code == 200, response.text
+            assert_same_predictions(response.json()["predictions"], expected_predictions(local_model, data, 3))
+        assert responses[3].status_code == 400 and responses[3].json()["type"] == "InvalidImage"
+        batches = re.findall(r"batch of (\d+): (\d+) answered, (\d+) refused", log.read_text()[len(before):])
+        if any(int(n) > 1 and int(a) >= 1 and int(r) >= 1 for n, a, r in batches):
+            return
+    pytest.fail(f"the broken image never shared a batch with good ones: {batches}")
+
+
+def test_token_required(torchserve):
+    url = f"{torchserve.endpoints.inference}/predictions/{MODEL}"
+    data = grace_hopper().read_bytes()
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}):
+        response = requests.put(url, data=data, headers={**headers, "Content-Type": "image/jpeg"}, timeout=30)
+        assert response.status_code == 400 and "InvalidKeyException" in response.text
+        response = requests.get(f"{torchserve.endpoints.management}/models", headers=headers, timeout=30)
+        assert response.status_code == 400 and "InvalidKeyException" in response.text
+    inference_key_on_management = TorchServeClient(torchserve.endpoints)
+    inference_key_on_management.keys = {"management": TorchServeClient(torchserve.endpoints,
+                                                                       torchserve.key_file).keys["inference"]}
+    assert inference_key_on_management.list_models().status_code == 400
+
+
+def test_model_api_is_off(torchserve, client):
+    response = client._call("management", "POST", f"{torchserve.endpoints.management}/models",
+                            params={"url": "resnet18.mar"})
+    assert response.status_code == 405
+
+
+def test_scale_workers_up_and_down(client):
+    def ready_workers() -> list[dict]:
+        return [w for w in client.describe_model(MODEL).json()[0]["workers"] if w["status"] == "READY"]
+
+    assert len(ready_workers()) == 1
+    assert client.scale_workers(MODEL, 2).status_code == 200
+    workers = ready_workers()
+    assert len(workers) == 2 and all(psutil.pid_exists(w["pid"]) for w in workers)
+    assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
+    assert client.scale_workers(MODEL, 1).status_code == 200
+    assert len(ready_workers()) == 1
+
+
+def test_prometheus_metrics(client):
+    client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg")
+    response = client.metrics()
+    assert response.status_code == 200 and "text/plain" in response.headers["Content-Type"]
+    match = re.search(r'^ts_inference_requests_total\{model_name="resnet18".*\} (\d+\.\d+)$', response.text, re.M)
+    assert match and float(match.group(1)) >= 1
+
+
+def test_clean_stop_and_restart(model_store, tmp_path):
+    server = TorchServe.on_free_ports(tmp_path / "run", model_store)
+    server.start()
+    server.wait_ready()
+    group = psutil.Process(server.process.pid)
+    members = [group, *group.children(recursive=True)]
+    assert any("java" in p.name() for p in members) and running_pid(server.run_dir) == server.process.pid
+    server.stop()
+    assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not (server.run_dir / "server.pid").exists()
+    server.start()  # no stale state blocks the next start
+    try:
+        server.wait_ready()
+        assert server.client().predict(MODEL, io.BytesIO(grace_hopper().read_bytes()).read(),
+                                       filename="p.jpg").status_code == 200
+    finally:
+        server.stop()
