@@ -27,8 +27,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# An existing archive is reused unless WEIGHTS=... or FORCE=1 asks for a new one.
 archive: $(STAMP)
-	@if [ -f $(ARCHIVE) ] && [ -z "$(FORCE)" ]; then echo "$(ARCHIVE) exists (FORCE=1 rebuilds it)"; \
+	@if [ -f $(ARCHIVE) ] && [ -z "$(WEIGHTS)$(FORCE)" ]; then \
+		echo "using $(ARCHIVE) (make archive WEIGHTS=... or FORCE=1 rebuilds it)"; \
 	else $(PY) scripts/build_archive.py --force $(ARCHIVE_ARGS); fi
 
 run: archive

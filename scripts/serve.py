@@ -188,12 +188,16 @@ class TorchServe:
                 return False
         return True
 
-    def warm_up(self, models: list[str]) -> None:
+    def warm_up(self, models: list[str]) -> dict[str, dict]:
+        """One real inference per model; returns each model's self-description from the answer."""
         client = self.client()
+        described = {}
         for name in models:
             response = client.predict(name, test_image(), filename="warm-up.jpg")
             if response.status_code != 200:
                 raise RuntimeError(f"warm-up inference on {name} failed: {response.status_code} {response.text}")
+            described[name] = response.json()["model"]
+        return described
 
     def stop(self, timeout: float = 30) -> None:
         pid = self.process.pid if self.process else running_pid(self.run_dir)
@@ -276,11 +280,14 @@ def start_ui(server: TorchServe, port: int = UI_PORT) -> subprocess.Popen:
         )
 
 
-def print_banner(server: TorchServe, models: list[str], ui_port: int | None) -> None:
+def print_banner(server: TorchServe, models: dict[str, dict], ui_port: int | None) -> None:
     e = server.endpoints
-    model = models[0]
+    model = next(iter(models))
+    print("\nTorchServe is ready:")
+    for name, info in models.items():
+        warning = "   <- RANDOM WEIGHTS: answers mean nothing" if info.get("random_weights") else ""
+        print(f"  model {name} {info.get('version')} ({info.get('arch')}, weights {info.get('weights')}){warning}")
     print(f"""
-TorchServe is ready: models {", ".join(models)}
   inference   {e.inference}/predictions/{model}
   management  {e.management}/models
   metrics     {e.metrics}/metrics   (Prometheus)""")
@@ -320,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     ui = None
     try:
-        models = server.wait_ready()
-        server.warm_up(models)
+        models = server.warm_up(server.wait_ready())
         if args.command == "start":
             print_banner(server, models, None)
             return 0
