@@ -1,0 +1,75 @@
+"""The TorchServe glue, driven with TorchServe's own Context class but no server."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import yaml
+from ts.context import Context, RequestProcessor
+
+from handler.torchserve_handler import ImageClassifierHandler, intra_op_threads
+from scripts.sample_photos import photos
+from tests.conftest import MODEL
+
+
+@pytest.fixture(scope="module")
+def handler_and_context(model_store, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("model_dir")
+    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
+        z.extractall(model_dir)
+    manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
+    model_yaml = yaml.safe_load((model_dir / manifest["model"]["configFile"]).read_text())
+    context = Context(MODEL, str(model_dir), manifest, 4, None, "0.12.0", model_yaml_config=model_yaml)
+    handler = ImageClassifierHandler()
+    handler.initialize(context)
+    return handler, context
+
+
+def run_batch(handler_and_context, requests: list[dict], headers: list[dict] | None = None) -> list[tuple]:
+    handler, context = handler_and_context
+    context.request_processor = [RequestProcessor(h) for h in headers or [{} for _ in requests]]
+    answers = handler.handle(requests, context)
+    assert len(answers) == len(requests)
+    return [(context.get_response_status(i)[0] or 200, json.loads(a)) for i, a in enumerate(answers)]
+
+
+def test_batch_with_bad_items_answers_each_on_its_own(handler_and_context):
+    good = photos()["chelsea"].read_bytes()
+    results = run_batch(
+        handler_and_context,
+        [{"body": good}, {"body": b"not an image"}, {"body": good, "topk": b"0"}, {"data": good}],
+        [{}, {}, {}, {"X-TopK": "2"}],
+    )
+    (s0, a0), (s1, a1), (s2, a2), (s3, a3) = results
+    assert s0 == 200 and len(a0["predictions"]) == 3 and a0["model"]["random_weights"] is True
+    assert s1 == 415 and a1["type"] == "UnsupportedImage"
+    assert s2 == 400 and a2["type"] == "InvalidParameter"
+    assert s3 == 200 and a3["predictions"] == a0["predictions"][:2]
+    _, context = handler_and_context
+    assert all(context.get_response_content_type(i) == "application/json" for i in range(4))
+
+
+def test_batch_of_only_bad_items(handler_and_context):
+    results = run_batch(handler_and_context, [{"body": b""}, {}])
+    assert [status for status, _ in results] == [400, 400]
+    assert {answer["type"] for _, answer in results} == {"MissingImage"}
+
+
+def test_answers_do_not_depend_on_batch_mates(handler_and_context):
+    images = [p.read_bytes() for p in photos().values()]
+    alone = [run_batch(handler_and_context, [{"body": image}])[0][1]["predictions"] for image in images[:4]]
+    batch = run_batch(handler_and_context, [{"body": image} for image in images[:4]])
+    together = [answer["predictions"] for _, answer in batch]
+    for a, b in zip(alone, together, strict=True):
+        assert [p["index"] for p in a] == [p["index"] for p in b]
+        assert all(abs(x["probability"] - y["probability"]) < 1e-4 for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(
+    "setting, workers, cores, expected",
+    [("auto", 2, 2, 1), ("auto", 1, 2, 2), ("auto", 4, 2, 1), ("auto", 3, 16, 5), (None, 2, 8, 4), (3, 2, 2, 3)],
+)
+def test_threads_never_oversubscribe_in_auto(setting, workers, cores, expected):
+    assert intra_op_threads(setting, workers, cores) == expected
