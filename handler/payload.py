@@ -3,13 +3,21 @@
 Accepted shapes: a raw image body; a multipart upload; base64 text (optionally a data: URL);
 JSON {"data"|"image"|"b64": <base64>}; KServe v1 {"instances": [...]} and Open Inference
 Protocol v2 {"inputs": [{"datatype": "BYTES", "data": [<base64>]}]}, one image per request.
+
+A KServe v1 request is answered in v1 shape ({"predictions": [...]}) and a v2 request in v2
+shape ({"model_name", "id", "outputs": [...]}), by `reply`/`error_reply`, whatever endpoint it
+came to: TorchServe's /predictions, /v1/models/{name}:predict or /v2/models/{name}/infer, or
+KServe's TorchServe runtime in front of them. No TorchServe envelope is needed (the stock
+kserve/kservev2 envelopes answer only the first request of a batch).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+import uuid
 
 from handler.errors import RequestError
 
@@ -27,8 +35,11 @@ def requested_topk(request: dict, headers: dict[str, str], default: int, num_cla
     it on /predictions), a form field or JSON field "topk", or the X-TopK header.
     """
     raw = request.get("topk")
-    if raw is None and isinstance(request.get("body"), dict):
-        raw = request["body"].get("topk")
+    body = json_body(request)
+    if raw is None and body is not None:
+        raw = body.get("topk")
+        if raw is None and isinstance(body.get("parameters"), dict):  # v2 request parameters
+            raw = body["parameters"].get("topk")
     if raw is None:
         raw = next((v for k, v in headers.items() if k.lower() == TOPK_HEADER), None)
     if raw is None:
@@ -43,8 +54,38 @@ def requested_topk(request: dict, headers: dict[str, str], default: int, num_cla
     return k
 
 
+def json_body(request: dict) -> dict | None:
+    """The request's JSON object, also when it came as bytes (a charset in the content type
+    keeps TorchServe from parsing it)."""
+    body = request.get("body", request.get("data"))
+    if isinstance(body, dict):
+        return body
+    if isinstance(body, (bytes, bytearray, str)) and body[:1] in (b"{", "{"):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None
+
+
+def protocol(request: dict) -> str | None:
+    """"v1" for a KServe v1 body, "v2" for an Open Inference Protocol v2 body, else None."""
+    body = json_body(request)
+    if body is None:
+        return None
+    if "inputs" in body:
+        return "v2"
+    if "instances" in body:
+        return "v1"
+    return None
+
+
 def image_bytes(request: dict) -> bytes:
     """Find the one image in a request, whatever shape it came in."""
+    body = json_body(request)
+    if body is not None:
+        return _to_bytes(body)
     for key in IMAGE_KEYS:
         if request.get(key) is not None:
             return _to_bytes(request[key])
@@ -94,3 +135,41 @@ def _from_base64(text: str) -> bytes:
         return base64.b64decode(padded.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise RequestError("text body is not valid base64 image data", 400, "InvalidBase64")
+
+
+def reply(request: dict, answer: dict, model: dict, request_id: str | None = None) -> dict:
+    """The handler's answer ({"predictions": [...], "model": ..., "warning"?}) in the request's protocol.
+
+    v1: {"predictions": [<top-k of the one instance>], ...}; v2: typed outputs "label" (BYTES),
+    "index" (INT64) and "probability" (FP32), each of shape [1, k], the same order.
+    """
+    kind = protocol(request)
+    if kind == "v1":
+        return {**answer, "predictions": [answer["predictions"]]}
+    if kind != "v2":
+        return answer
+    rows = answer["predictions"]
+    shape = [1, len(rows)]
+    outputs = [
+        {"name": "label", "datatype": "BYTES", "shape": shape, "data": [r["label"] for r in rows]},
+        {"name": "index", "datatype": "INT64", "shape": shape, "data": [r["index"] for r in rows]},
+        {"name": "probability", "datatype": "FP32", "shape": shape, "data": [r["probability"] for r in rows]},
+    ]
+    body = json_body(request) or {}
+    response: dict[str, object] = {
+        "model_name": model.get("name"),
+        "model_version": model.get("version"),
+        "id": str(body.get("id") or request_id or uuid.uuid4()),
+        "outputs": outputs,
+    }
+    parameters = {k: v for k, v in (("weights", model.get("weights")), ("warning", answer.get("warning"))) if v}
+    if parameters:
+        response["parameters"] = parameters
+    return response
+
+
+def error_reply(request: dict, error: dict) -> dict:
+    """A refused request's JSON; KServe v1/v2 clients read the reason from "error"."""
+    if protocol(request) is None:
+        return error
+    return {"error": error.get("message"), **error}

@@ -17,7 +17,7 @@ import torch
 from handler.errors import RequestError
 from handler.images import decode_image
 from handler.model_card import MODEL_FILE, ModelCard
-from handler.payload import image_bytes, requested_topk
+from handler.payload import error_reply, image_bytes, reply, requested_topk
 from handler.preprocess import to_tensor
 from handler.topk import top_k
 
@@ -90,11 +90,12 @@ class ImageClassifierHandler:
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model(batch)
 
-    def encode(self, predictions: list[dict[str, object]]) -> str:
+    def encode(self, predictions: list[dict[str, object]], request: dict | None = None, request_id=None) -> str:
         answer: dict[str, object] = {"predictions": predictions, "model": self.model_info}
         if self.card.random_weights:
             answer["warning"] = RANDOM_WEIGHTS_WARNING
-        return json.dumps(answer, separators=(",", ":"))
+        # KServe v1/v2 requests get v1/v2-shaped answers (handler/payload.py).
+        return json.dumps(reply(request or {}, answer, self.model_info, request_id), separators=(",", ":"))
 
     def handle(self, data: list[dict], context) -> list[str]:
         answers: list[str] = [""] * len(data)
@@ -106,11 +107,11 @@ class ImageClassifierHandler:
                 good.append((i, k, tensor))
             except RequestError as error:
                 context.set_response_status(error.status, error.message, idx=i)
-                answers[i] = json.dumps(error.to_json())
+                answers[i] = json.dumps(error_reply(request, error.to_json()))
         if good:
             logits = self.predict(torch.stack([tensor for _, _, tensor in good]))
             rows = top_k(logits, [k for _, k, _ in good], self.card.labels)
             for (i, _, _), predictions in zip(good, rows, strict=True):
-                answers[i] = self.encode(predictions)
+                answers[i] = self.encode(predictions, data[i], context.get_request_id(i))
         log.info("batch of %d: %d answered, %d refused", len(data), len(good), len(data) - len(good))
         return answers
