@@ -23,15 +23,33 @@ FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", *_HEIF)
 FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF" + (", HEIC" if _HEIF else "")
 
 
+# A picture whose sides differ more than this is refused: resizing its shorter side to the
+# model's input (256 px) would make the longer side explode (20000x1 -> 5,120,000x256 pixels).
+MAX_ASPECT_RATIO = 100
+
+
 def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> Image.Image:
     """Decode one image to RGB, upright, first frame only.
 
     Refuses images over `max_pixels` from the header alone, before any pixel is decoded.
     JPEGs are decoded with DCT scaling (`draft`) to no less than `min_side` on the shorter
     side; choose `min_side` well above the resize target so the result matches full decoding.
+    Whatever goes wrong inside the decoder becomes a RequestError for this request alone; no
+    message carries bytes of the request.
     """
     if not data:
         raise RequestError("the request has no image: the body is empty", 400, "MissingImage")
+    try:
+        return _decode(data, max_pixels, min_side)
+    except RequestError:
+        raise
+    except MemoryError:
+        raise RequestError("image is too large to decode", 413, "ImageTooLarge")
+    except Exception as e:  # anything a decoder raises on hostile data fails this request only
+        raise RequestError(f"image could not be decoded ({type(e).__name__})", 400, "InvalidImage")
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -52,21 +70,36 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> Image.Image
             413,
             "ImageTooLarge",
         )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise RequestError(
+            f"image is {width}x{height}: its sides differ by more than {MAX_ASPECT_RATIO}:1, "
+            "which cannot be classified as a picture",
+            400,
+            "InvalidImage",
+        )
     if image.format in ("JPEG", "MPO") and min_side > 0:
         scale = min(width, height) / min_side
         if scale >= 2:
             image.draft("RGB", (int(width / scale), int(height / scale)))
     try:
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except MemoryError:
+        raise
     except Exception as e:
         raise RequestError(f"image data is truncated or corrupt ({type(e).__name__})", 400, "InvalidImage")
+    if image.size != (width, height) and image.format not in ("JPEG", "MPO"):
+        raise RequestError("image data does not match its header", 400, "InvalidImage")
     return to_rgb(_upright(image))
 
 
 def _upright(image: Image.Image) -> Image.Image:
     """Apply EXIF orientation; a corrupt EXIF block is ignored rather than failing the photo."""
     try:
-        return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data"
+            return ImageOps.exif_transpose(image)
     except Exception:
         return image
 
