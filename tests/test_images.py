@@ -22,9 +22,9 @@ from PIL import Image, ImageFile
 
 from handler.errors import RequestError
 from handler.images import MAX_ASPECT_RATIO, decode_image
+from handler.model_card import Preprocessing
 from handler.payload import image_bytes
 from handler.preprocess import to_tensor
-from handler.model_card import Preprocessing
 
 MAX_PIXELS = 50_000_000
 
