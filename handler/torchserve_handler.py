@@ -6,6 +6,7 @@ their request); then one forward pass over the good ones; then top-k and JSON pe
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from handler.topk import top_k
 log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS_WARNING = "this model has random weights (a test build): its predictions mean nothing"
-DEFAULTS = {"topk": 3, "max_pixels": 50_000_000, "intra_op_threads": "auto"}
+DEFAULTS = {"topk": 3, "max_pixels": 50_000_000, "intra_op_threads": "auto", "optimize": True}
 
 
 def available_cores() -> int:
@@ -41,6 +42,74 @@ def intra_op_threads(setting: object, workers: int, cores: int) -> int:
     return max(1, int(setting))  # type: ignore[arg-type]
 
 
+def configured_workers(yaml_config: dict, cores: int) -> int:
+    """The model's worker count; without minWorkers/maxWorkers TorchServe starts one per core."""
+    return int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or cores)
+
+
+class CoreBudget:
+    """The cores one model's workers share, as one lock file per core in the model directory.
+
+    A worker holds one core while it decodes its batch and, for the forward pass, also takes
+    every core no other worker holds; it runs the model with that many intra-op threads.
+    So threads in use never exceed the cores, a lone request gets all of them (low latency
+    at concurrency 1) and under load every worker runs one thread (best throughput).
+    flock locks vanish with their process, so a crashed worker cannot leak a core.
+    """
+
+    def __init__(self, directory: Path, cores: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.files = [os.open(directory / f"core-{i}.lock", os.O_RDWR | os.O_CREAT, 0o600) for i in range(cores)]
+        self.held: list[int] = []
+
+    def _try(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self.held.append(fd)
+        return True
+
+    def acquire_one(self) -> None:
+        """Block until this worker holds a core (any free one, else wait for its 'own')."""
+        if self.held:
+            return
+        if not any(self._try(fd) for fd in self.files):
+            fd = self.files[os.getpid() % len(self.files)]
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.held.append(fd)
+
+    def grow(self) -> int:
+        """Take every core nobody holds; return how many this worker now holds."""
+        for fd in self.files:
+            if fd not in self.held:
+                self._try(fd)
+        return max(1, len(self.held))
+
+    def release(self) -> None:
+        for fd in self.held:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        self.held = []
+
+
+def load_model(model_file: Path, provenance: dict, optimize: bool = True) -> torch.jit.ScriptModule:
+    """Load the archive's TorchScript model, prepared for CPU inference.
+
+    fp32: torch.jit.optimize_for_inference (freeze: weights become constants, batch norm folded
+    into convolutions; oneDNN convolutions with prepacked weights), about 15 % faster per image.
+    int8: the quantized engine the archive was built for, then freeze.
+    """
+    engine = provenance.get("quantized_engine")
+    if engine:
+        torch.backends.quantized.engine = engine
+    model = torch.jit.load(str(model_file), map_location="cpu").eval()
+    if not optimize:
+        return model
+    if engine:
+        return torch.jit.freeze(model)
+    return torch.jit.optimize_for_inference(model)
+
+
 class ImageClassifierHandler:
     def __init__(self) -> None:
         self.initialized = False
@@ -49,13 +118,19 @@ class ImageClassifierHandler:
         model_dir = Path(context.system_properties["model_dir"])
         yaml_config = context.model_yaml_config or {}
         self.settings = {**DEFAULTS, **(yaml_config.get("handler") or {})}
-        workers = int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or 1)
-        threads = intra_op_threads(self.settings["intra_op_threads"], workers, available_cores())
+        cores = available_cores()
+        workers = configured_workers(yaml_config, cores)
+        setting = self.settings["intra_op_threads"]
+        # "shared": the workers share the cores batch by batch (CoreBudget); "auto": a fixed
+        # cores // workers threads each; a number: that many threads each.
+        self.budget = CoreBudget(model_dir / ".cores", cores) if setting == "shared" else None
+        threads = cores if self.budget else intra_op_threads(setting, workers, cores)
+        self.threads = threads
         torch.set_num_threads(threads)
 
         self.card = ModelCard.read(model_dir)
         self.card.verify_model_file(model_dir / MODEL_FILE)
-        self.model = torch.jit.load(str(model_dir / MODEL_FILE), map_location="cpu").eval()
+        self.model = load_model(model_dir / MODEL_FILE, self.card.provenance, bool(self.settings["optimize"]))
         self.topk_default = int(self.settings["topk"])
         self.max_pixels = int(self.settings["max_pixels"])
         manifest = context.manifest.get("model", {})
@@ -67,14 +142,14 @@ class ImageClassifierHandler:
             "random_weights": self.card.random_weights,
         }
         started = time.perf_counter()
-        self.predict(torch.zeros(1, 3, self.card.preprocessing.crop, self.card.preprocessing.crop))
+        self.warm_up(int(context.system_properties.get("batch_size") or 1))
         log.info(
-            "loaded %s (%s), %d intra-op threads for %d worker(s) on %d cores, warm-up %.0f ms",
+            "loaded %s (%s), %s intra-op threads for %d worker(s) on %d cores, warm-up %.0f ms",
             self.model_info["name"],
             self.model_info["weights"],
-            threads,
+            f"1 to {cores} shared" if self.budget else threads,
             workers,
-            available_cores(),
+            cores,
             (time.perf_counter() - started) * 1000,
         )
         self.initialized = True
@@ -85,6 +160,22 @@ class ImageClassifierHandler:
         spec = self.card.preprocessing
         image = decode_image(image_bytes(request), self.max_pixels, min_side=2 * spec.resize)
         return k, to_tensor(image, spec)
+
+    def warm_up(self, batch_size: int) -> None:
+        """First calls compile and specialise the graph (the profiling executor needs two);
+        do them now, for every batch size and thread count that can occur, not on a request."""
+        crop = self.card.preprocessing.crop
+        thread_counts = range(1, self.threads + 1) if self.budget else [self.threads]
+        for threads in thread_counts:
+            self.set_threads(threads)
+            for n in sorted({1, max(1, batch_size)}):
+                for _ in range(2):
+                    self.predict(torch.zeros(n, 3, crop, crop))
+        self.set_threads(self.threads)
+
+    def set_threads(self, threads: int) -> None:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
@@ -98,6 +189,15 @@ class ImageClassifierHandler:
         return json.dumps(reply(request or {}, answer, self.model_info, request_id), separators=(",", ":"))
 
     def handle(self, data: list[dict], context) -> list[str]:
+        if self.budget is None:
+            return self._handle(data, context)
+        self.budget.acquire_one()
+        try:
+            return self._handle(data, context)
+        finally:
+            self.budget.release()
+
+    def _handle(self, data: list[dict], context) -> list[str]:
         answers: list[str] = [""] * len(data)
         good: list[tuple[int, int, torch.Tensor]] = []
         for i, request in enumerate(data):
@@ -109,6 +209,8 @@ class ImageClassifierHandler:
                 context.set_response_status(error.status, error.message, idx=i)
                 answers[i] = json.dumps(error_reply(request, error.to_json()))
         if good:
+            if self.budget is not None:
+                self.set_threads(self.budget.grow())
             logits = self.predict(torch.stack([tensor for _, _, tensor in good]))
             rows = top_k(logits, [k for _, k, _ in good], self.card.labels)
             for (i, _, _), predictions in zip(good, rows, strict=True):

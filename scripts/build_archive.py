@@ -8,6 +8,11 @@ Weights, by default torchvision's official ones (downloaded into torch's cache),
   --weights FILE             a local state dict, e.g. resnet18-f37072fd.pth
   --random-weights [--seed]  deterministic untrained weights, for tests and offline smoke runs
   --torchscript FILE --labels FILE   your own TorchScript classifier and its class names
+
+--quantize int8: an int8 model for the x86 quantized engine (about 5x to 10x faster on CPU).
+With the official weights, torchvision's own pre-quantized ResNet18_QuantizedWeights (downloaded);
+with --weights or --random-weights, post-training static quantization of those fp32 weights,
+calibrated on the sample photos (scripts/sample_photos.py) and augmented crops of them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ DEFAULT_EXPORT_PATH = ROOT / "model_store"
 
 # torch 2.14 marks torch.jit as deprecated; TorchServe 0.12 still loads TorchScript.
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+# torch 2.14 also marks eager-mode quantization as deprecated; it is what torchvision's int8 models use.
+warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
 
 
 class BuildError(Exception):
@@ -64,9 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mean", type=float, nargs=3, help="normalization mean (default ImageNet's)")
     p.add_argument("--std", type=float, nargs=3, help="normalization std (default ImageNet's)")
     p.add_argument("--force", action="store_true", help="overwrite an existing archive")
+    p.add_argument("--quantize", choices=["int8"], help="int8 model for the x86 quantized engine")
     args = p.parse_args(argv)
     if args.torchscript and not args.labels:
         p.error("--torchscript needs --labels")
+    if args.quantize and args.torchscript:
+        p.error("--quantize needs a torchvision --arch, not --torchscript")
     return args
 
 
@@ -157,7 +167,8 @@ def eager_model(args: argparse.Namespace) -> tuple[torch.nn.Module, list[str], P
 
 
 def script_and_check(model: torch.nn.Module, crop: int) -> torch.jit.ScriptModule:
-    """Compile with torch.jit.script and prove it computes what the eager model computes."""
+    """Compile with torch.jit.script and prove it computes what the eager model computes
+    (for an int8 model: the scripted int8 model against the eager int8 model)."""
     scripted = torch.jit.script(model)
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn(2, 3, crop, crop, generator=generator)
@@ -166,6 +177,88 @@ def script_and_check(model: torch.nn.Module, crop: int) -> torch.jit.ScriptModul
     if not torch.allclose(expected, actual, rtol=1e-4, atol=1e-5):
         raise BuildError(f"scripted model differs from eager (max diff {(expected - actual).abs().max():.3g})")
     return scripted
+
+
+QUANTIZED_ENGINE = "x86"
+
+
+def calibration_batches(preprocessing: Preprocessing, crops_per_photo: int = 8, seed: int = 0) -> list[torch.Tensor]:
+    """The sample photos and augmented crops of them (random resized crops, flips), preprocessed
+    exactly as the handler does, for post-training calibration."""
+    from PIL import Image, ImageOps
+
+    from handler.images import decode_image
+    from handler.preprocess import to_tensor
+    from scripts.sample_photos import photos
+
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for path in photos().values():
+        image = decode_image(path.read_bytes(), 50_000_000)
+        tensors = [to_tensor(image, preprocessing)]
+        for _ in range(crops_per_photo):
+            w, h = image.size
+            scale = 0.35 + 0.65 * torch.rand(1, generator=generator).item()
+            cw, ch = max(32, int(w * scale)), max(32, int(h * scale))
+            x = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+            y = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+            crop: Image.Image = image.crop((x, y, x + cw, y + ch))
+            if torch.rand(1, generator=generator).item() < 0.5:
+                crop = ImageOps.mirror(crop)
+            tensors.append(to_tensor(crop, preprocessing))
+        batches.append(torch.stack(tensors))
+    return batches
+
+
+def quantize_int8(model: torch.nn.Module, arch: str, num_classes: int, preprocessing: Preprocessing):
+    """Post-training static quantization (x86 engine) of an fp32 torchvision model:
+    fuse conv+bn+relu, observe activations on calibration images, convert to int8."""
+    from torchvision.models import quantization as qmodels
+
+    if not hasattr(qmodels, arch):
+        raise BuildError(f"--quantize int8 supports {', '.join(qmodels.__all__)}-style models, not {arch}")
+    torch.backends.quantized.engine = QUANTIZED_ENGINE
+    quantizable = getattr(qmodels, arch)(weights=None, quantize=False, num_classes=num_classes)
+    quantizable.load_state_dict(model.state_dict())
+    quantizable.eval()
+    quantizable.fuse_model(is_qat=False)
+    quantizable.qconfig = torch.ao.quantization.get_default_qconfig(QUANTIZED_ENGINE)
+    torch.ao.quantization.prepare(quantizable, inplace=True)
+    batches = calibration_batches(preprocessing)
+    with torch.inference_mode():
+        for batch in batches:
+            quantizable(batch)
+    torch.ao.quantization.convert(quantizable, inplace=True)
+    calibration = f"post-training static, {sum(len(b) for b in batches)} sample photos and crops"
+    return quantizable.eval(), calibration
+
+
+def pretrained_int8(arch: str) -> tuple[torch.nn.Module, dict]:
+    """torchvision's own pre-quantized weights (downloaded), e.g. ResNet18_QuantizedWeights."""
+    from torchvision.models import quantization as qmodels
+
+    try:
+        weights = models.get_model_weights(f"quantized_{arch}").DEFAULT
+    except (ValueError, KeyError):
+        raise BuildError(f"torchvision has no pre-quantized weights for {arch}; use --weights FILE --quantize int8")
+    torch.backends.quantized.engine = QUANTIZED_ENGINE
+    try:
+        model = getattr(qmodels, arch)(weights=weights, quantize=True)
+    except Exception as e:
+        raise BuildError(
+            f"Could not download the pre-quantized weights {weights} ({type(e).__name__}: {e}).\n"
+            f"Build from fp32 weights instead: --weights /path/to/resnet18-f37072fd.pth --quantize int8\n"
+            "(post-training calibration on the sample photos), or --random-weights --quantize int8."
+        ) from None
+    torch.backends.quantized.engine = QUANTIZED_ENGINE  # the builder switches to fbgemm
+    file_name = weights.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    provenance = {
+        "weights": str(weights).split(".")[-1],
+        "weights_file_sha256": sha256_file(cached) if cached.is_file() else None,
+        "calibration": f"torchvision pre-quantized ({weights.meta.get('backend')})",
+    }
+    return model.eval(), provenance
 
 
 def load_torchscript(path: Path, num_classes: int, crop: int) -> torch.jit.ScriptModule:
@@ -204,6 +297,13 @@ def build(args: argparse.Namespace) -> Path:
             "weights_sha256": sha256_file(args.torchscript),
         }
         arch = "torchscript"
+    elif args.quantize and not (args.weights or args.random_weights):
+        weights = official_weights(args.arch)
+        if args.labels:
+            raise BuildError("--labels goes with --weights or --random-weights, not the official weights")
+        model, provenance = pretrained_int8(args.arch)
+        labels, preprocessing, arch = list(weights.meta["categories"]), preprocessing_of(weights), args.arch
+        provenance["weights_sha256"] = provenance["weights_file_sha256"]
     else:
         model, labels, preprocessing, provenance = eager_model(args)
         arch = args.arch
@@ -216,6 +316,10 @@ def build(args: argparse.Namespace) -> Path:
     )
     if preprocessing.crop > preprocessing.resize:
         raise BuildError(f"--crop {preprocessing.crop} is larger than --resize {preprocessing.resize}")
+    if args.quantize:
+        if "calibration" not in provenance:  # fp32 weights: calibrate with the final preprocessing
+            model, provenance["calibration"] = quantize_int8(model, arch, len(labels), preprocessing)
+        provenance.update(quantization=args.quantize, quantized_engine=QUANTIZED_ENGINE)
 
     with tempfile.TemporaryDirectory(prefix="build-archive-") as tmp:
         stage = Path(tmp) / "extra"
