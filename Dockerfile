@@ -1,0 +1,82 @@
+# syntax=docker/dockerfile:1
+# TorchServe + the ResNet-18 archive + the Streamlit UI in one image (docs/DEPLOY.md).
+#
+#   docker build -t image-classifier .                                  # official weights (downloaded at build)
+#   docker build --build-arg TORCH_VARIANT=cpu -t image-classifier .    # CPU-only PyTorch wheels
+#   docker build --build-arg WEIGHTS=random -t image-classifier:test .  # offline, meaningless answers
+#   docker build --build-arg WEIGHTS=weights/resnet18-f37072fd.pth .    # a state dict in the build context
+#   docker run --rm -p 8080:8080 -p 127.0.0.1:8081:8081 -p 8082:8082 image-classifier
+#
+# Ports: 8080 inference, 8081 management, 8082 metrics (Prometheus, no token), 7070/7071 gRPC.
+# Every step is the command `make setup` / `make archive` runs: pip install -r requirements.txt
+# (the runtime half of requirements-dev.txt) and scripts/build_archive.py.
+
+# bookworm: the Debian release with OpenJDK 17 (trixie ships only 21).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
+
+# TORCH_VARIANT=cpu installs torch/torchvision (versions from requirements.txt) from
+# PyTorch's CPU-only wheel index; "default" takes PyPI's wheels (with CUDA on x86_64).
+ARG TORCH_VARIANT=default
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+# WEIGHTS as in `make archive WEIGHTS=...`: official (download), random, or a file path.
+ARG WEIGHTS=official
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/srv/venv \
+    PATH=/srv/venv/bin:$PATH
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# Versions come with the pinned base image's Debian release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && java -version
+
+WORKDIR /srv/app
+COPY requirements.txt ./
+RUN python -m venv "$VIRTUAL_ENV" \
+    && if [ "$TORCH_VARIANT" = cpu ]; then \
+         pip install --index-url "$TORCH_CPU_INDEX" \
+           "$(grep -E '^torch==' requirements.txt)" "$(grep -E '^torchvision==' requirements.txt)"; \
+       fi \
+    && pip install -r requirements.txt
+
+COPY . .
+# The archive is built now, so the image serves offline. Same command as `make archive`.
+RUN case "$WEIGHTS" in \
+      official|"") args=() ;; \
+      random) args=(--random-weights) ;; \
+      *) args=(--weights "$WEIGHTS") ;; \
+    esac \
+    && TORCH_HOME=/tmp/torch-home python scripts/build_archive.py --force "${args[@]}" \
+    && rm -rf /tmp/torch-home weights \
+    && python -c "import compileall, sys; sys.exit(not compileall.compile_dir('/srv/app', quiet=1))"
+
+# Non-root; the code and the archive stay root-owned and read-only for it.
+RUN useradd --system --uid 10001 --user-group --home-dir /srv/run --shell /usr/sbin/nologin model-server \
+    && install -d -o model-server -g model-server -m 0750 /srv/run
+USER 10001:10001
+WORKDIR /srv/run
+
+ENV TS_CONFIG_FILE=/srv/app/deploy/docker/config.properties \
+    TS_KEY_FILE=/srv/run/key_file.json \
+    LOG_LOCATION=/srv/run/logs \
+    METRICS_LOCATION=/srv/run/logs \
+    PYTHONPATH=/srv/app
+
+EXPOSE 8080 8081 8082 7070 7071
+VOLUME ["/srv/run"]
+
+# Ready = /ping answers 200 and every model has its minimum workers READY (token-aware).
+HEALTHCHECK --interval=15s --timeout=6s --start-period=120s --retries=3 \
+    CMD ["python", "/srv/app/deploy/docker/probe.py", "ready"]
+
+# tini -g: SIGTERM reaches the whole group (launcher, Java frontend, Python workers).
+ENTRYPOINT ["tini", "-g", "--"]
+CMD ["torchserve", "--foreground", "--ncs"]
