@@ -37,6 +37,9 @@ VENV_BIN = Path(sys.executable).parent
 UI_APP = ROOT / "ui" / "app.py"
 UI_PORT = 8501
 PID_FILE = "server.pid"
+# torchserve's launcher keeps its own PID file in $TMPDIR (the run directory here) and refuses
+# to start while the PID in it names any live process, even an unrelated one that reused it.
+TORCHSERVE_PID_FILE = ".model_server.pid"
 
 
 def free_port() -> int:
@@ -144,6 +147,7 @@ class TorchServe:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         self.key_file.unlink(missing_ok=True)
+        (self.run_dir / TORCHSERVE_PID_FILE).unlink(missing_ok=True)  # left by a killed server
         render_config(self.base_config, self.overrides, self.config_file)
         env = {
             **os.environ,
@@ -200,12 +204,16 @@ class TorchServe:
         return described
 
     def stop(self, timeout: float = 30) -> None:
-        pid = self.process.pid if self.process else running_pid(self.run_dir)
-        if pid:
-            stop_group(pid, timeout)
+        """Stop the whole process group (also when the launcher died and Java lives on) and
+        remove both PID files, ours and TorchServe's own, so nothing blocks the next start."""
+        record = read_pid(self.run_dir)
         if self.process:
+            stop_group(self.process.pid, timeout)
             self.process.wait()
+        elif record:
+            stop_group(record["pid"], timeout, since=record["created"])
         (self.run_dir / PID_FILE).unlink(missing_ok=True)
+        (self.run_dir / TORCHSERVE_PID_FILE).unlink(missing_ok=True)
 
 
 def write_pid(run_dir: Path, pid: int) -> None:
@@ -213,41 +221,65 @@ def write_pid(run_dir: Path, pid: int) -> None:
     (run_dir / PID_FILE).write_text(json.dumps({"pid": pid, "created": created}))
 
 
-def running_pid(run_dir: Path) -> int | None:
-    """The PID in the run directory's PID file if that process still runs; a stale file is removed."""
-    pid_file = Path(run_dir) / PID_FILE
+def read_pid(run_dir: Path) -> dict | None:
+    """The PID file's record {"pid", "created"}, whether or not that process still runs."""
     try:
-        record = json.loads(pid_file.read_text())
-        if psutil.Process(record["pid"]).create_time() == record["created"]:
-            return int(record["pid"])
-    except (OSError, ValueError, KeyError, psutil.Error):
-        pass
-    pid_file.unlink(missing_ok=True)
+        record = json.loads((Path(run_dir) / PID_FILE).read_text())
+        return {"pid": int(record["pid"]), "created": float(record["created"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def running_pid(run_dir: Path) -> int | None:
+    """The PID in the run directory's PID file if any process of its group still runs (the
+    launcher, or Java after the launcher died); a stale file is removed."""
+    record = read_pid(run_dir)
+    if record and group_members(record["pid"], since=record["created"]):
+        return record["pid"]
+    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
     return None
 
 
-def stop_group(pid: int, timeout: float) -> None:
-    """SIGTERM the process group (launcher, Java, workers), SIGKILL whatever outlives the timeout."""
-    try:
-        group = os.getpgid(pid)
-        members = [p for p in psutil.process_iter() if _pgid(p) == group]
-        os.killpg(group, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    _, alive = psutil.wait_procs(members, timeout=timeout)
-    for p in alive:
+def group_members(pgid: int, since: float = 0.0) -> list[psutil.Process]:
+    """Live (not zombie) processes of process group `pgid` started at `since` or later.
+
+    Servers and the UI start in their own session, so their group id is the launcher's PID;
+    `since` (the launcher's start time) keeps a later process that reused the number out."""
+    members = []
+    for p in psutil.process_iter():
         try:
-            p.kill()
-        except psutil.Error:
+            if os.getpgid(p.pid) == pgid and p.create_time() >= since and _alive(p):
+                members.append(p)
+        except (OSError, psutil.Error):
             pass
-    psutil.wait_procs(alive, timeout=5)
+    return members
 
 
-def _pgid(process: psutil.Process) -> int | None:
+def _alive(p: psutil.Process) -> bool:
     try:
-        return os.getpgid(process.pid)
-    except (ProcessLookupError, PermissionError):
-        return None
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def stop_group(pid: int, timeout: float, since: float = 0.0) -> None:
+    """SIGTERM the process group (launcher, Java, workers), SIGKILL whatever outlives the timeout.
+
+    A zombie counts as stopped: its parent (maybe not us) reaps it."""
+    members = group_members(pid, since)
+    if not members:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+        for p in members:
+            try:
+                p.send_signal(sig)  # psutil checks the PID still names the same process
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + wait
+        while (members := [p for p in members if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not members:
+            return
 
 
 def start_ui(server: TorchServe, port: int = UI_PORT) -> subprocess.Popen:
@@ -324,12 +356,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no archive in {args.model_store}: run `make archive` first", file=sys.stderr)
         return 2
 
+    # Ctrl-C raises KeyboardInterrupt; a SIGTERM (kill, a process manager) takes the same way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     server.start()
     ui = None
+    started = False
     try:
         models = server.warm_up(server.wait_ready())
         if args.command == "start":
             print_banner(server, models, None)
+            started = True
             return 0
         if UI_APP.is_file() and not args.no_ui:
             ui = start_ui(server)
@@ -346,10 +382,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve: {e}", file=sys.stderr)
         return 1
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave Java running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if ui is not None:
             stop_group(ui.pid, 10)
-        if args.command == "run" or sys.exc_info()[0] is not None:
+        if not started:
             server.stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
