@@ -17,7 +17,7 @@ else
 ARCHIVE_ARGS := --weights $(WEIGHTS)
 endif
 
-.PHONY: setup archive run serve stop ui test test-deps lint clean
+.PHONY: setup archive run serve stop ui test test-deps lint clean soak
 
 setup: $(STAMP)
 
@@ -54,6 +54,12 @@ test-deps:
 test: $(STAMP) test-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# Overload soak on a TorchServe of its own (loopback, free ports): about 2x the measured
+# capacity for SOAK_SECONDS (default 180); `make test` runs a 20 s version.
+SOAK_SECONDS ?= 180
+soak: archive
+	$(PY) scripts/soak.py --duration $(SOAK_SECONDS) --json test-output/soak-long.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

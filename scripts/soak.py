@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if server:
             server.stop()
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     ok = figures["overload"]["unanswered"] == 0 and figures["workers_unchanged"]
     print("soak passed" if ok else "soak FAILED: requests without an answer or workers replaced")
