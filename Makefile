@@ -17,7 +17,7 @@ else
 ARCHIVE_ARGS := --weights $(WEIGHTS)
 endif
 
-.PHONY: setup archive run serve stop ui test test-deps lint clean soak
+.PHONY: setup archive run serve stop ui test test-deps lint clean soak bench
 
 setup: $(STAMP)
 
@@ -66,3 +66,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf var test-output $(MODEL_STORE)/*.mar
+
+# Served throughput/latency vs the in-process limit and a Flask baseline (about 6 minutes);
+# writes docs/PERFORMANCE.md and docs/performance.json. BENCH_ARGS=--sweep for the config sweep.
+bench: $(STAMP)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
