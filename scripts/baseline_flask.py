@@ -45,7 +45,9 @@ def predict():
     with torch.no_grad():
         probabilities = torch.softmax(model(batch), dim=1)[0]
     values, indices = probabilities.topk(3)
-    return jsonify(predictions=[{"index": int(i), "probability": float(p)} for p, i in zip(values, indices, strict=True)])
+    return jsonify(
+        predictions=[{"index": int(i), "probability": float(p)} for p, i in zip(values, indices, strict=True)]
+    )
 
 
 def main() -> None:

@@ -62,6 +62,7 @@ MAX_PIXELS = 50_000_000
 
 # ---------------------------------------------------------------- inputs
 
+
 def image_mixes() -> dict[str, tuple[bytes, str]]:
     """name -> (bytes, content type): a ~0.3 MP JPEG, a 12 MP phone JPEG made now, a PNG."""
     return {
@@ -92,6 +93,7 @@ def extracted_model_dir(store: Path, into: Path) -> Path:
 
 
 # ---------------------------------------------------------------- in-process limit
+
 
 @dataclass
 class Limit:
@@ -159,6 +161,7 @@ def int8_agreement(fp32_dir: Path, int8_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------- load generator
+
 
 @dataclass
 class Cell:
@@ -284,6 +287,7 @@ def measure(system: str, url: str, headers: dict, mixes: dict, levels, seconds, 
 
 # ---------------------------------------------------------------- systems under test
 
+
 def torchserve_cells(system: str, store: Path, run_dir: Path, mixes, levels, seconds, warm) -> list[Cell]:
     server = TorchServe.on_free_ports(run_dir, store)
     server.start()
@@ -331,6 +335,7 @@ def flask_cells(model_file: Path, log_dir: Path, mixes, levels, seconds, warm) -
 
 # ---------------------------------------------------------------- report
 
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -358,31 +363,53 @@ def evaluate(cells: list[Cell], limits: list[Limit], agreement: dict | None) -> 
     s4 = cell(cells, fp32, small, 4)
     if s4 and ("fp32", small) in lim:
         best = lim["fp32", small].images_per_s
-        add("small JPEG c=4: served / in-process limit >= 0.90", s4.requests_per_s / best, 0.90,
-            f"{s4.requests_per_s:.1f} req/s vs {best:.1f} images/s")
+        add(
+            "small JPEG c=4: served / in-process limit >= 0.90",
+            s4.requests_per_s / best,
+            0.90,
+            f"{s4.requests_per_s:.1f} req/s vs {best:.1f} images/s",
+        )
     f4 = cell(cells, flask, small, 4)
     if s4 and f4:
-        add("small JPEG c=4: served / Flask baseline >= 1.1", s4.requests_per_s / max(f4.requests_per_s, 1e-9), 1.1,
-            f"{s4.requests_per_s:.1f} vs {f4.requests_per_s:.1f} req/s")
+        add(
+            "small JPEG c=4: served / Flask baseline >= 1.1",
+            s4.requests_per_s / max(f4.requests_per_s, 1e-9),
+            1.1,
+            f"{s4.requests_per_s:.1f} vs {f4.requests_per_s:.1f} req/s",
+        )
     s1 = cell(cells, fp32, small, 1)
     if s1 and ("fp32", small) in lim:
         single = lim["fp32", small].single_image_ms
-        add("c=1: in-process single-image time / served p50 >= 0.8 (p50 <= 1.25x)", single / s1.p50_ms, 0.8,
-            f"p50 {s1.p50_ms:.1f} ms vs single image {single:.1f} ms in process (x{s1.p50_ms / single:.2f})")
+        add(
+            "c=1: in-process single-image time / served p50 >= 0.8 (p50 <= 1.25x)",
+            single / s1.p50_ms,
+            0.8,
+            f"p50 {s1.p50_ms:.1f} ms vs single image {single:.1f} ms in process (x{s1.p50_ms / single:.2f})",
+        )
     for level in (4, 16):
         b, s = cell(cells, fp32, big, level), cell(cells, fp32, small, level)
         if b and s:
-            add(f"12 MP JPEG c={level}: throughput / small JPEG throughput >= 0.8",
-                b.requests_per_s / s.requests_per_s, 0.8, f"{b.requests_per_s:.1f} vs {s.requests_per_s:.1f} req/s")
+            add(
+                f"12 MP JPEG c={level}: throughput / small JPEG throughput >= 0.8",
+                b.requests_per_s / s.requests_per_s,
+                0.8,
+                f"{b.requests_per_s:.1f} vs {s.requests_per_s:.1f} req/s",
+            )
     for level in (4, 16):
         q, s = cell(cells, int8, small, level), cell(cells, fp32, small, level)
         if q and s:
             detail = f"{q.requests_per_s:.1f} vs {s.requests_per_s:.1f} req/s"
             if agreement:
-                detail += (f"; top-1 agreement {agreement['top1_agreement']:.1%}, centered"
-                           f" {agreement['top1_agreement_centered']:.1%} on {agreement['images']} images")
-            add(f"int8 small JPEG c={level}: int8 / fp32 served throughput >= 3", q.requests_per_s / s.requests_per_s,
-                3.0, detail)
+                detail += (
+                    f"; top-1 agreement {agreement['top1_agreement']:.1%}, centered"
+                    f" {agreement['top1_agreement_centered']:.1%} on {agreement['images']} images"
+                )
+            add(
+                f"int8 small JPEG c={level}: int8 / fp32 served throughput >= 3",
+                q.requests_per_s / s.requests_per_s,
+                3.0,
+                detail,
+            )
     return targets
 
 
@@ -405,8 +432,10 @@ def markdown(report: dict) -> str:
     ]
     for x in report["limits"]:
         per = ", ".join(f"b{k}: {v:.1f}" for k, v in x["per_batch"].items())
-        lines.append(f"| {x['model']} | {x['mix']} | {x['images_per_s']:.1f} | {x['batch']} | "
-                     f"{x['single_image_ms']:.1f} | {per} |")
+        lines.append(
+            f"| {x['model']} | {x['mix']} | {x['images_per_s']:.1f} | {x['batch']} | "
+            f"{x['single_image_ms']:.1f} | {per} |"
+        )
     limits = {(x["model"], x["mix"]): x for x in report["limits"]}
     lines += [
         "",
@@ -470,11 +499,16 @@ def machine() -> dict:
 
 # ---------------------------------------------------------------- main runs
 
+
 def run_bench(args: argparse.Namespace, work: Path) -> dict:
     started = time.perf_counter()
-    report: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-                    "command": "make bench" if os.environ.get("MAKELEVEL") else "python scripts/bench.py",
-                    "seconds": args.duration, "warm": args.warm}
+    report: dict = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": "make bench" if os.environ.get("MAKELEVEL") else "python scripts/bench.py",
+        "seconds": args.duration,
+        "warm": args.warm,
+    }
     model_config = yaml.safe_load(build_archive.DEFAULT_MODEL_CONFIG.read_text())
     report["model_config"] = {k: v for k, v in model_config.items() if k != "responseTimeout"}
     print("building archives...", flush=True)
@@ -487,19 +521,26 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
     for name, model_dir in dirs.items():
         limits += in_process_limit(model_dir, name, mixes, [1, batch], args.limit_seconds)
     for x in limits:
-        print(f"  limit {x.model} {x.mix:<18} {x.images_per_s:6.1f} images/s (batch {x.batch}), "
-              f"single image {x.single_image_ms:.1f} ms", flush=True)
+        print(
+            f"  limit {x.model} {x.mix:<18} {x.images_per_s:6.1f} images/s (batch {x.batch}), "
+            f"single image {x.single_image_ms:.1f} ms",
+            flush=True,
+        )
     agreement = int8_agreement(dirs["fp32"], dirs["int8"]) if "int8" in dirs else None
     if agreement:
-        print(f"  int8 vs fp32 top-1 agreement {agreement['top1_agreement']:.1%} "
-              f"(centered {agreement['top1_agreement_centered']:.1%}) on {agreement['images']} images", flush=True)
+        print(
+            f"  int8 vs fp32 top-1 agreement {agreement['top1_agreement']:.1%} "
+            f"(centered {agreement['top1_agreement_centered']:.1%}) on {agreement['images']} images",
+            flush=True,
+        )
     torch.set_num_threads(1)  # the load generator shares the machine; keep this process lean
     levels = args.levels
     cells: list[Cell] = []
     for name, store in stores.items():
         print(f"TorchServe {name}...", flush=True)
-        cells += torchserve_cells(f"TorchServe {name}", store, work / f"run-{name}", mixes, levels,
-                                  args.duration, args.warm)
+        cells += torchserve_cells(
+            f"TorchServe {name}", store, work / f"run-{name}", mixes, levels, args.duration, args.warm
+        )
     if not args.no_flask:
         print("Flask baseline...", flush=True)
         cells += flask_cells(dirs["fp32"] / MODEL_FILE, work, mixes, levels, args.duration, args.warm)
@@ -514,21 +555,46 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
 
 SWEEP = [
     # (label, model-config overrides)
-    ("2 workers x 1 thread, batch 1", {"minWorkers": 2, "maxWorkers": 2, "batchSize": 1, "maxBatchDelay": 0,
-                                       "handler": {"intra_op_threads": "auto"}}),
-    ("2 workers x 1 thread, batch 4, delay 0", {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 0,
-                                                "handler": {"intra_op_threads": "auto"}}),
-    ("2 workers x 1 thread, batch 4, delay 5", {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5,
-                                                "handler": {"intra_op_threads": "auto"}}),
-    ("2 workers x 1 thread, batch 8, delay 0", {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 0,
-                                                "handler": {"intra_op_threads": "auto"}}),
-    ("1 worker x 2 threads, batch 4, delay 0", {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 0,
-                                                "handler": {"intra_op_threads": "auto"}}),
-    ("2 workers sharing 2 cores, batch 4, delay 0", {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4,
-                                                     "maxBatchDelay": 0, "handler": {"intra_op_threads": "shared"}}),
-    ("2 workers x 1 thread, batch 4, delay 0, not optimized", {
-        "minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 0,
-        "handler": {"intra_op_threads": "auto", "optimize": False}}),
+    (
+        "2 workers x 1 thread, batch 1",
+        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 1, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
+    ),
+    (
+        "2 workers x 1 thread, batch 4, delay 0",
+        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
+    ),
+    (
+        "2 workers x 1 thread, batch 4, delay 5",
+        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5, "handler": {"intra_op_threads": "auto"}},
+    ),
+    (
+        "2 workers x 1 thread, batch 8, delay 0",
+        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
+    ),
+    (
+        "1 worker x 2 threads, batch 4, delay 0",
+        {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
+    ),
+    (
+        "2 workers sharing 2 cores, batch 4, delay 0",
+        {
+            "minWorkers": 2,
+            "maxWorkers": 2,
+            "batchSize": 4,
+            "maxBatchDelay": 0,
+            "handler": {"intra_op_threads": "shared"},
+        },
+    ),
+    (
+        "2 workers x 1 thread, batch 4, delay 0, not optimized",
+        {
+            "minWorkers": 2,
+            "maxWorkers": 2,
+            "batchSize": 4,
+            "maxBatchDelay": 0,
+            "handler": {"intra_op_threads": "auto", "optimize": False},
+        },
+    ),
 ]
 
 
@@ -548,8 +614,13 @@ def run_sweep(args: argparse.Namespace, work: Path) -> dict:
         store = build_archives(work / f"sweep-{i}", config, int8=False)["fp32"]
         for c in torchserve_cells(label, store, work / f"sweep-run-{i}", mixes, args.levels, args.duration, args.warm):
             rows.append({"config": label, **asdict(c)})
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "rows": rows,
-              "seconds": args.duration, "run_time_s": time.perf_counter() - started}
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "rows": rows,
+        "seconds": args.duration,
+        "run_time_s": time.perf_counter() - started,
+    }
     report["machine"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return report
 
@@ -566,8 +637,10 @@ def sweep_markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
-        lines.append(f"| {r['config']} | {r['concurrency']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_cores']:.2f} | {r['other_cores']:.2f} |")
+        lines.append(
+            f"| {r['config']} | {r['concurrency']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_cores']:.2f} | {r['other_cores']:.2f} |"
+        )
     lines.append(SWEEP_END)
     return "\n".join(lines)
 
