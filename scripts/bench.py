@@ -553,48 +553,28 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
     return report
 
 
+def _config(workers: int, batch: int, delay: int, threads: str = "auto", **handler) -> dict:
+    return {
+        "minWorkers": workers,
+        "maxWorkers": workers,
+        "batchSize": batch,
+        "maxBatchDelay": delay,
+        "handler": {"intra_op_threads": threads, **handler},
+    }
+
+
+# (label, model-config overrides). TorchServe 0.12 treats maxBatchDelay 0 as unset (100 ms), so 1 is the minimum.
 SWEEP = [
-    # (label, model-config overrides)
-    (
-        "2 workers x 1 thread, batch 1",
-        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 1, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
-    ),
-    (
-        "2 workers x 1 thread, batch 4, delay 0",
-        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
-    ),
-    (
-        "2 workers x 1 thread, batch 4, delay 5",
-        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5, "handler": {"intra_op_threads": "auto"}},
-    ),
-    (
-        "2 workers x 1 thread, batch 8, delay 0",
-        {"minWorkers": 2, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
-    ),
-    (
-        "1 worker x 2 threads, batch 4, delay 0",
-        {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 0, "handler": {"intra_op_threads": "auto"}},
-    ),
-    (
-        "2 workers sharing 2 cores, batch 4, delay 0",
-        {
-            "minWorkers": 2,
-            "maxWorkers": 2,
-            "batchSize": 4,
-            "maxBatchDelay": 0,
-            "handler": {"intra_op_threads": "shared"},
-        },
-    ),
-    (
-        "2 workers x 1 thread, batch 4, delay 0, not optimized",
-        {
-            "minWorkers": 2,
-            "maxWorkers": 2,
-            "batchSize": 4,
-            "maxBatchDelay": 0,
-            "handler": {"intra_op_threads": "auto", "optimize": False},
-        },
-    ),
+    ("2 workers x 1 thread, batch 1", _config(2, 1, 1)),
+    ("2 workers x 1 thread, batch 4, delay 1", _config(2, 4, 1)),
+    ("2 workers x 1 thread, batch 4, delay 5", _config(2, 4, 5)),
+    ("2 workers x 1 thread, batch 8, delay 1", _config(2, 8, 1)),
+    ("1 worker x 2 threads, batch 4, delay 1", _config(1, 4, 1)),
+    ("2 workers sharing cores, batch 1", _config(2, 1, 1, "shared")),
+    ("2 workers sharing cores, batch 4, delay 1", _config(2, 4, 1, "shared")),
+    ("2 workers sharing cores, batch 8, delay 1", _config(2, 8, 1, "shared")),
+    ("2 workers sharing cores, batch 8, delay 5", _config(2, 8, 5, "shared")),
+    ("2 workers x 1 thread, batch 4, delay 1, not optimized", _config(2, 4, 1, optimize=False)),
 ]
 
 
