@@ -57,6 +57,7 @@ JSON_FILE = ROOT / "docs" / "performance.json"
 BEGIN, END = "<!-- bench:begin (scripts/bench.py writes this block) -->", "<!-- bench:end -->"
 SWEEP_BEGIN, SWEEP_END = "<!-- sweep:begin (scripts/bench.py --sweep writes this block) -->", "<!-- sweep:end -->"
 LEVELS = (1, 4, 16)
+TS_OPTIONS: dict[str, str] = {}  # --ts-option KEY=VALUE: config.properties overrides to try
 MAX_PIXELS = 50_000_000
 
 
@@ -177,7 +178,7 @@ class Cell:
     server_cores: float
     loadgen_cores: float
     other_cores: float
-    batch: str = ""
+    frontend_cores: float = 0.0  # of server_cores: TorchServe's Java frontend
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -187,16 +188,19 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def group_cpu(pgid: int) -> float:
-    total = 0.0
-    for p in psutil.process_iter():
+def group_cpu(pgid: int) -> tuple[float, float]:
+    """CPU seconds of a process group so far: (all of it, its Java processes)."""
+    total = java = 0.0
+    for p in psutil.process_iter(["name"]):
         try:
             if os.getpgid(p.pid) == pgid:
                 t = p.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
+                used = t.user + t.system + t.children_user + t.children_system
+                total += used
+                java += used if p.info["name"] == "java" else 0.0
         except (psutil.Error, ProcessLookupError, PermissionError):
             pass
-    return total
+    return total, java
 
 
 def machine_busy() -> float:
@@ -246,16 +250,16 @@ def drive(url: str, headers: dict, body: bytes, concurrency: int, seconds: float
     begin = time.perf_counter()
     window[0] = begin + warm
     time.sleep(warm)
-    cpu0 = (group_cpu(pgid), sum(me.cpu_times()[:2]), machine_busy())
+    cpu0 = (*group_cpu(pgid), sum(me.cpu_times()[:2]), machine_busy())
     window[1] = window[0] + seconds
     stop_at[0] = window[1]
     time.sleep(max(0.0, window[1] - time.perf_counter()))
-    cpu1 = (group_cpu(pgid), sum(me.cpu_times()[:2]), machine_busy())
+    cpu1 = (*group_cpu(pgid), sum(me.cpu_times()[:2]), machine_busy())
     wall = time.perf_counter() - window[0]
     for t in threads:
         t.join(timeout=180)
     done = [x for per in latencies for x in per]
-    server, loadgen, busy = (b - a for a, b in zip(cpu0, cpu1, strict=True))
+    server, frontend, loadgen, busy = (b - a for a, b in zip(cpu0, cpu1, strict=True))
     return {
         "requests_per_s": len(done) / seconds,
         "p50_ms": percentile(done, 50) * 1000,
@@ -266,6 +270,7 @@ def drive(url: str, headers: dict, body: bytes, concurrency: int, seconds: float
         "server_cores": server / wall,
         "loadgen_cores": loadgen / wall,
         "other_cores": max(0.0, busy - server - loadgen) / wall,
+        "frontend_cores": frontend / wall,
     }
 
 
@@ -279,6 +284,7 @@ def measure(system: str, url: str, headers: dict, mixes: dict, levels, seconds, 
             print(
                 f"  {system:<22} {mix:<18} c={level:<3} {cell.requests_per_s:7.1f} req/s  p50 {cell.p50_ms:6.1f}"
                 f"  p99 {cell.p99_ms:6.1f} ms  err {cell.errors}  server {cell.server_cores:.2f}"
+                f" (java {cell.frontend_cores:.2f})"
                 f"  loadgen {cell.loadgen_cores:.2f}  other {cell.other_cores:.2f} cores",
                 flush=True,
             )
@@ -289,7 +295,7 @@ def measure(system: str, url: str, headers: dict, mixes: dict, levels, seconds, 
 
 
 def torchserve_cells(system: str, store: Path, run_dir: Path, mixes, levels, seconds, warm) -> list[Cell]:
-    server = TorchServe.on_free_ports(run_dir, store)
+    server = TorchServe.on_free_ports(run_dir, store, **TS_OPTIONS)
     server.start()
     try:
         models = server.wait_ready()
@@ -448,8 +454,8 @@ def markdown(report: dict) -> str:
         "### Served (closed loop, keep-alive; cores = CPU time / wall time)",
         "",
         "| system | mix | clients | req/s | served / limit | p50 ms | p95 ms | p99 ms | errors "
-        "| server cores | loadgen cores | other cores |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server cores | of which frontend | loadgen cores | other cores |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["cells"]:
         model = "int8" if "int8" in c["system"] else "fp32"
@@ -458,7 +464,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {c['system']} | {c['mix']} | {c['concurrency']} | {c['requests_per_s']:.1f} | {ratio} | "
             f"{c['p50_ms']:.1f} | {c['p95_ms']:.1f} | {c['p99_ms']:.1f} | {c['errors']} | {c['server_cores']:.2f} | "
-            f"{c['loadgen_cores']:.2f} | {c['other_cores']:.2f} |"
+            f"{c.get('frontend_cores', 0):.2f} | {c['loadgen_cores']:.2f} | {c['other_cores']:.2f} |"
         )
     if report.get("int8_agreement"):
         a = report["int8_agreement"]
@@ -642,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-flask", action="store_true")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    p.add_argument("--ts-option", action="append", default=[], help="config.properties KEY=VALUE to try")
     args = p.parse_args(argv)
+    TS_OPTIONS.update(option.split("=", 1) for option in args.ts_option)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         if args.sweep:
