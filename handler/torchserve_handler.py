@@ -6,9 +6,11 @@ their request); then one forward pass over the good ones; then top-k and JSON pe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +49,18 @@ def configured_workers(yaml_config: dict, cores: int) -> int:
     return int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or cores)
 
 
+def shared_budget(model_dir: Path, cores: int) -> CoreBudget | None:
+    """The model's core budget: lock files in its directory (shared by all its workers), else in a
+    temporary directory named after it; None (fixed threads) if neither can be written."""
+    digest = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    for directory in (model_dir / ".cores", Path(tempfile.gettempdir()) / f"ts-cores-{digest}"):
+        try:
+            return CoreBudget(directory, cores)
+        except OSError as e:
+            log.warning("cannot keep the core budget in %s (%s)", directory, e)
+    return None
+
+
 def load_model(model_file: Path, provenance: dict, optimize: bool = True) -> torch.jit.ScriptModule:
     """Load the archive's TorchScript model, prepared for CPU inference.
 
@@ -78,8 +92,9 @@ class ImageClassifierHandler:
         setting = self.settings["intra_op_threads"]
         # "shared": the workers share the cores batch by batch (CoreBudget); "auto": a fixed
         # cores // workers threads each; a number: that many threads each.
-        self.budget = CoreBudget(model_dir / ".cores", cores) if setting == "shared" else None
-        threads = cores if self.budget else intra_op_threads(setting, workers, cores)
+        self.budget = shared_budget(model_dir, cores) if setting == "shared" else None
+        fixed = "auto" if setting == "shared" else setting  # no budget: fall back to the fixed rule
+        threads = cores if self.budget else intra_op_threads(fixed, workers, cores)
         self.threads = threads
         torch.set_num_threads(threads)
 

@@ -219,3 +219,19 @@ def test_shared_core_budget(tmp_path):
     assert a.grow() == 1 and b.grow() == 1
     a.release()
     b.release()
+
+
+def test_shared_budget_falls_back_when_the_model_dir_is_read_only(tmp_path, monkeypatch):
+    from handler import torchserve_handler
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    model_dir.chmod(0o500)
+    try:
+        budget = torchserve_handler.shared_budget(model_dir, 2)
+        assert budget is not None and len(budget.files) == 2
+        monkeypatch.setattr(torchserve_handler.tempfile, "gettempdir", lambda: str(model_dir))
+        if not (model_dir / ".cores").exists():  # root can write anyway; then nothing to test here
+            assert torchserve_handler.shared_budget(model_dir, 2) is None
+    finally:
+        model_dir.chmod(0o700)
