@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from dataclasses import dataclass
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 TOKEN_ERROR = "InvalidKeyException"
+# Where `make run` / `make serve` keep the server's key file (scripts/serve.py RUN_DIR).
+DEFAULT_KEY_FILE = Path(__file__).resolve().parent.parent / "var" / "key_file.json"
+DEFAULT_MODEL = "resnet18"
 
 
 @dataclass
@@ -22,6 +28,41 @@ class Endpoints:
     inference: str = "http://127.0.0.1:8080"
     management: str = "http://127.0.0.1:8081"
     metrics: str = "http://127.0.0.1:8082"
+
+
+@dataclass
+class Settings:
+    """Where a client finds the server, from the environment, with defaults that match `make run`.
+
+    TS_INFERENCE_URL, TS_MANAGEMENT_URL, TS_METRICS_URL, TS_MODEL, TS_KEY_FILE, and
+    TS_INFERENCE_KEY for a client that gets only an inference key and no key file.
+    """
+
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    model: str = DEFAULT_MODEL
+    key_file: Path | None = DEFAULT_KEY_FILE
+    inference_key: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = Endpoints()
+        endpoints = Endpoints(
+            env.get("TS_INFERENCE_URL") or defaults.inference,
+            env.get("TS_MANAGEMENT_URL") or defaults.management,
+            env.get("TS_METRICS_URL") or defaults.metrics,
+        )
+        key_file = env.get("TS_KEY_FILE")
+        return cls(
+            endpoints=endpoints,
+            model=env.get("TS_MODEL") or DEFAULT_MODEL,
+            key_file=Path(key_file) if key_file else DEFAULT_KEY_FILE,
+            inference_key=env.get("TS_INFERENCE_KEY") or None,
+        )
+
+    def client(self, timeout: float = 60) -> TorchServeClient:
+        keys = {"inference": self.inference_key} if self.inference_key else None
+        return TorchServeClient(self.endpoints, key_file=self.key_file, timeout=timeout, keys=keys)
 
 
 def read_keys(key_file: Path | None) -> dict[str, str]:
@@ -32,26 +73,69 @@ def read_keys(key_file: Path | None) -> dict[str, str]:
     return {name.lower(): entry["key"] for name, entry in data.items() if isinstance(entry, dict) and "key" in entry}
 
 
+def is_token_error(response: requests.Response) -> bool:
+    """TorchServe refuses a missing, wrong or expired token with 400 InvalidKeyException (not 401)."""
+    return response.status_code == 400 and TOKEN_ERROR in response.text
+
+
 class TorchServeClient:
-    def __init__(self, endpoints: Endpoints | None = None, key_file: Path | None = None, timeout: float = 60) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints | None = None,
+        key_file: Path | None = None,
+        timeout: float = 60,
+        keys: Mapping[str, str] | None = None,
+    ) -> None:
         self.endpoints = endpoints or Endpoints()
         self.key_file = Path(key_file) if key_file else None
         self.timeout = timeout
         self.session = requests.Session()
-        self.keys = read_keys(self.key_file)
+        self.keys = {**read_keys(self.key_file), **(keys or {})}
+        self._renewing = threading.Lock()  # one renewal at a time: a second would revoke the first's key
 
     def _call(self, kind: str, method: str, url: str, **kwargs) -> requests.Response:
         for attempt in (1, 2):
             headers = dict(kwargs.pop("headers", None) or {})
-            if self.keys.get(kind):
-                headers["Authorization"] = f"Bearer {self.keys[kind]}"
+            refused = self.keys.get(kind)
+            if refused:
+                headers["Authorization"] = f"Bearer {refused}"
             response = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-            if attempt == 1 and response.status_code == 400 and TOKEN_ERROR in response.text and self.key_file:
-                self.keys = read_keys(self.key_file)  # server restarted or token expired
+            if attempt == 1 and is_token_error(response) and self.key_file:
+                self._renew_key(kind, refused)
                 kwargs["headers"] = headers
                 continue
             return response
         return response
+
+    def _renew_key(self, kind: str, refused: str | None) -> None:
+        """After a refused key: take the key file's if it differs (server restarted, someone renewed it);
+        if the file holds the very key refused, it expired (60 min): ask for a new one with the API key."""
+        with self._renewing:
+            self._reread_keys()
+            if self.keys.get(kind) == refused and kind in ("inference", "management") and self.keys.get("api"):
+                self.new_key(kind)
+
+    def new_key(self, kind: str = "inference") -> requests.Response:
+        """GET /token?type=inference|management with the API key: TorchServe replaces that key (the old one
+        stops working) and rewrites the key file, which is where the new key is read from."""
+        response = self.session.get(
+            f"{self.endpoints.management}/token",
+            params={"type": kind},
+            headers={"Authorization": f"Bearer {self.keys.get('api', '')}"},
+            timeout=self.timeout,
+        )
+        if response.ok:
+            self._reread_keys()
+        return response
+
+    def _reread_keys(self) -> None:
+        """Keys from the key file; keep the ones held if it is missing or caught half-written."""
+        try:
+            fresh = read_keys(self.key_file)
+        except (OSError, ValueError):
+            fresh = {}
+        if fresh:
+            self.keys = fresh
 
     # Inference API
     def ping(self) -> requests.Response:
