@@ -282,12 +282,15 @@ def stop_group(pid: int, timeout: float, since: float = 0.0) -> None:
             return
 
 
-def start_ui(server: TorchServe, port: int = UI_PORT) -> subprocess.Popen:
+def start_ui(server: TorchServe, port: int = UI_PORT, log_file: Path | None = None) -> subprocess.Popen:
+    """The Streamlit page as a client of this server: it gets the addresses and the key file's path
+    (ui/.streamlit/config.toml holds the page's own settings). Stop it with stop_group(ui.pid)."""
     endpoints = server.endpoints
     env = {
         **os.environ,
         "TS_INFERENCE_URL": endpoints.inference,
         "TS_MANAGEMENT_URL": endpoints.management,
+        "TS_METRICS_URL": endpoints.metrics,
         "TS_KEY_FILE": str(server.key_file),
         "PYTHONPATH": str(ROOT),
     }
@@ -300,7 +303,7 @@ def start_ui(server: TorchServe, port: int = UI_PORT) -> subprocess.Popen:
         "--server.headless=true",
         "--browser.gatherUsageStats=false",
     ]
-    with open(server.log_dir / "ui.log", "ab") as log:
+    with open(log_file or server.log_dir / "ui.log", "ab") as log:
         return subprocess.Popen(
             command,
             cwd=ROOT,

@@ -1,0 +1,271 @@
+"""The Streamlit page's states without a browser (Streamlit's AppTest), and its client's token renewal.
+
+Real TorchServe for the good and the bad-file answers; a closed port for "server down"; a tiny
+stub HTTP server for answers a healthy TorchServe will not give on demand (token refused, busy).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from scripts.client import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
+from scripts.sample_photos import grace_hopper, photos
+from scripts.serve import TorchServe, free_port
+from tests.conftest import ROOT
+from ui.logic import classify, percent, server_state
+
+APP = str(ROOT / "ui" / "app.py")
+TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    """The page caches the server state for a few seconds; each test starts from a clean slate."""
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def point_at(monkeypatch: pytest.MonkeyPatch, endpoints: Endpoints, key_file: Path) -> None:
+    monkeypatch.setenv("TS_INFERENCE_URL", endpoints.inference)
+    monkeypatch.setenv("TS_MANAGEMENT_URL", endpoints.management)
+    monkeypatch.setenv("TS_KEY_FILE", str(key_file))
+    monkeypatch.delenv("TS_INFERENCE_KEY", raising=False)
+    monkeypatch.delenv("TS_MODEL", raising=False)
+
+
+def rendered_text(at: AppTest) -> str:
+    """Everything the page shows as text (what would reach the browser), for leak and traceback checks."""
+    parts = []
+    for kind in ("markdown", "caption", "error", "warning", "success", "info", "title", "header"):
+        parts += [str(element.value) for element in getattr(at, kind)]
+    parts += [p.text for p in at.get("progress")]
+    return "\n".join(parts)
+
+
+def run_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload(at: AppTest, *paths: Path | tuple[str, bytes]) -> AppTest:
+    files = []
+    for item in paths:
+        name, data = (item.name, item.read_bytes()) if isinstance(item, Path) else item
+        files.append((name, data, "application/octet-stream"))
+    at.file_uploader[0].set_value(files).run()
+    assert not at.exception, at.exception
+    return at
+
+
+# --- server down ---------------------------------------------------------------------------------
+
+
+def test_server_down_says_how_to_start_it(monkeypatch, tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}"
+    point_at(monkeypatch, Endpoints(closed, closed), tmp_path / "missing.json")
+    at = run_app()
+    problem = at.sidebar.error[0].value
+    assert "not running" in problem and "make run" in problem and closed in problem
+    assert not at.sidebar.success
+
+    upload(at, grace_hopper())  # a photo dropped anyway gets the same friendly message, no traceback
+    assert any("not running" in e.value for e in at.main.error)
+    assert not at.get("progress")
+
+
+# --- a real TorchServe ---------------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_good_answer_shows_model_workers_and_top3(monkeypatch, torchserve):
+    point_at(monkeypatch, torchserve.endpoints, torchserve.key_file)
+    at = run_app()
+    assert at.title[0].value == "Image classifier"
+    assert at.sidebar.success[0].value == "TorchServe is reachable"
+    sidebar = "\n".join(m.value for m in at.sidebar.markdown)
+    assert "`resnet18` version `1.0`" in sidebar and "random(seed=0)" in sidebar
+    assert "**Workers:** 1 ready (max 1)" in sidebar
+    assert "random weights" in at.sidebar.warning[0].value  # the server's own warning
+    assert "mean nothing" in at.main.warning[0].value
+
+    upload(at, grace_hopper())
+    bars = at.get("progress")
+    assert len(bars) == 3
+    assert [b.value for b in bars] == sorted((b.value for b in bars), reverse=True)
+    assert all(b.text.startswith(f"{i}. **") and b.text.endswith("%") for i, b in enumerate(bars, start=1))
+    assert not at.main.error
+
+    at.sidebar.slider[0].set_value(5).run()  # the top-k control
+    assert len(at.get("progress")) == 5
+
+    text = rendered_text(at)
+    for name, key in read_keys(torchserve.key_file).items():
+        assert key not in text, f"the {name} key is on the page"
+
+
+@pytest.mark.server
+def test_bad_file_gets_its_own_error_and_the_others_their_results(monkeypatch, torchserve):
+    point_at(monkeypatch, torchserve.endpoints, torchserve.key_file)
+    at = upload(run_app(), ("notes.jpg", b"this is a text file, not a photo"), photos()["chelsea"])
+    errors = [e.value for e in at.main.error]
+    assert len(errors) == 1 and "**notes.jpg** is not an image" in errors[0]
+    assert len(at.get("progress")) == 3
+    assert "Traceback" not in rendered_text(at)
+
+
+@pytest.mark.server
+def test_page_survives_a_key_rotated_under_it(monkeypatch, torchserve):
+    """Someone asks for a new inference key (the old one stops working): the page re-reads the key file."""
+    point_at(monkeypatch, torchserve.endpoints, torchserve.key_file)
+    at = upload(run_app(), grace_hopper())
+    assert len(at.get("progress")) == 3
+    assert torchserve.client().new_key("inference").ok
+    upload(at, photos()["coffee"])
+    assert len(at.get("progress")) == 3 and not at.main.error
+
+
+# --- answers a healthy server will not give on demand: a stub --------------------------------------
+
+
+class Stub(BaseHTTPRequestHandler):
+    answers: dict[str, tuple[int, bytes]] = {}
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        path = self.path.split("?")[0]
+        status, body = next((a for prefix, a in self.answers.items() if path.startswith(prefix)), (404, b""))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stub(monkeypatch, tmp_path) -> Iterator[dict[str, tuple[int, bytes]]]:
+    """A fake inference API; tests fill in {path prefix: (status, body)}."""
+    answers: dict[str, tuple[int, bytes]] = {}
+    handler = type("StubHandler", (Stub,), {"answers": answers})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    point_at(monkeypatch, Endpoints(url, url), tmp_path / "missing.json")
+    yield answers
+    server.shutdown()
+    server.server_close()
+
+
+def torchserve_error(code: int, kind: str, message: str) -> bytes:
+    return json.dumps({"code": code, "type": kind, "message": message}).encode()
+
+
+TOKEN_REFUSED = torchserve_error(400, "InvalidKeyException", "Token Authorization failed.")
+GOOD = json.dumps(
+    {
+        "predictions": [  # out of order on purpose: the page sorts, highest first
+            {"label": "tiger cat", "index": 282, "probability": 0.2},
+            {"label": "tabby", "index": 281, "probability": 0.7},
+            {"label": "Egyptian cat", "index": 285, "probability": 0.05},
+        ],
+        "model": {"name": "resnet18", "version": "1.0", "arch": "resnet18", "weights": "IMAGENET1K_V1"},
+    }
+).encode()
+
+
+def test_token_refused(stub):
+    stub["/ping"] = (400, TOKEN_REFUSED)
+    at = run_app()
+    problem = at.sidebar.error[0].value
+    assert "refused the inference token" in problem and "TS_KEY_FILE" in problem
+
+
+def test_busy_server_and_too_large_image(stub):
+    stub["/ping"] = (200, b'{"status": "Healthy"}')
+    stub["/predictions"] = (200, GOOD)
+    at = run_app()
+    sidebar = "\n".join(m.value for m in at.sidebar.markdown)
+    assert "IMAGENET1K_V1" in sidebar and "unknown" in sidebar  # no management key: workers unknown
+    assert not at.main.warning  # real weights: no warning
+
+    stub["/predictions"] = (503, torchserve_error(503, "ServiceUnavailableException", "Model is busy"))
+    upload(at, grace_hopper())
+    assert "busy" in at.main.error[0].value
+
+    stub["/predictions"] = (413, b"")  # TorchServe's own size limit answers without a body
+    upload(at, ("huge.jpg", b"\xff\xd8" + b"\0" * 1000))
+    assert "**huge.jpg** is too large" in at.main.error[0].value
+
+
+def test_labels_sorted_and_percentages(stub):
+    stub["/ping"] = (200, b'{"status": "Healthy"}')
+    stub["/predictions"] = (200, GOOD)
+    at = upload(run_app(), grace_hopper())
+    assert [b.text for b in at.get("progress")] == [
+        "1. **tabby** — 70.0%",
+        "2. **tiger cat** — 20.0%",
+        "3. **Egyptian cat** — 5.0%",
+    ]
+
+
+# --- plain logic ---------------------------------------------------------------------------------
+
+
+def test_percent():
+    assert percent(0.7) == "70.0%" and percent(1.0) == "100.0%" and percent(0.0001) == "<0.1%" and percent(0) == "0.0%"
+
+
+def test_settings_default_to_make_run(monkeypatch):
+    for name in ("TS_INFERENCE_URL", "TS_MANAGEMENT_URL", "TS_KEY_FILE", "TS_MODEL", "TS_INFERENCE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.from_env()
+    assert settings.endpoints == Endpoints() and settings.model == "resnet18"
+    assert settings.key_file == DEFAULT_KEY_FILE == ROOT / "var" / "key_file.json"
+    only_key = Settings.from_env({"TS_INFERENCE_KEY": "abc", "TS_MODEL": "other"})
+    assert only_key.client().keys["inference"] == "abc" and only_key.model == "other"
+
+
+@pytest.mark.server
+def test_client_renews_an_expired_inference_key(model_store, tmp_path):
+    """Keys expire (60 min by default; 3 s here): the client asks for a new one with the API key."""
+    server = TorchServe.on_free_ports(tmp_path / "run", model_store, token_expiration_min="0.05")
+    server.start()
+    try:
+        server.wait_ready()
+        settings = Settings(server.endpoints, key_file=server.key_file)
+        client = settings.client()
+        old_key = client.keys["inference"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the key on file is refused: it expired
+            refused = requests.get(f"{server.endpoints.inference}/ping", headers={"Authorization": f"Bearer {old_key}"})
+            if refused.status_code == 400:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the inference key never expired")
+        outcome = classify(client, settings, grace_hopper().read_bytes(), "grace_hopper.jpg", topk=3)
+        assert outcome.ok, outcome.error
+        assert len(outcome.predictions) == 3
+        assert read_keys(server.key_file)["inference"] != old_key
+        assert server_state(client, settings).problem is None
+    finally:
+        server.stop()
