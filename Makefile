@@ -41,15 +41,21 @@ serve: archive
 stop:
 	@if [ -x $(PY) ]; then $(PY) scripts/serve.py stop; fi
 
+# The web UI alone, as a client of a running TorchServe (`make serve`, or TS_INFERENCE_URL,
+# TS_MANAGEMENT_URL, TS_KEY_FILE, TS_MODEL for another one). `make run` starts it too.
+UI_PORT ?= 8501
 ui: $(STAMP)
-	PYTHONPATH=. $(VENV)/bin/streamlit run ui/app.py --server.address=127.0.0.1 --server.port=8501 \
+	@echo "web UI: http://127.0.0.1:$(UI_PORT)  (TorchServe at $${TS_INFERENCE_URL:-http://127.0.0.1:8080}; Ctrl-C stops)"
+	PYTHONPATH=. $(VENV)/bin/streamlit run ui/app.py --server.address=127.0.0.1 --server.port=$(UI_PORT) \
 		--server.headless=true --browser.gatherUsageStats=false
 
-# Debian's Chromium for the browser tests (Playwright cannot download its own here).
-test-deps:
-	@command -v chromium >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
+# Debian's Chromium for the browser tests (tests/test_ui_browser.py drives /usr/bin/chromium through
+# Playwright for Python, which requirements-dev.txt installs; Playwright cannot download its own here).
+test-deps: $(STAMP)
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@$(PY) -c "import playwright.sync_api" || { echo "Playwright for Python is missing: make setup"; exit 1; }
 
 test: $(STAMP) test-deps
 	$(VENV)/bin/ruff check .

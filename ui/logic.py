@@ -90,7 +90,9 @@ def error_message(response: requests.Response, filename: str, settings: Settings
     if is_token_error(response):
         return token_message(settings), True
     if status == 415 or kind == "UnsupportedImage":
-        return f"**{filename}** is not an image this server can read" + (f": {detail}." if detail else "."), False
+        advice = detail.removeprefix("not a supported image; ").rstrip(".")
+        advice = f" {advice[:1].upper()}{advice[1:]}." if advice else ""
+        return f"**{filename}** is not an image this server can read.{advice}", False
     if status == 413 or kind == "ImageTooLarge":
         why = detail or "it is over the server's request size limit"
         return f"**{filename}** is too large for the server: {why}.", False

@@ -1,0 +1,169 @@
+"""End to end: the real Streamlit page in headless Chromium against a real TorchServe.
+
+Chromium is Debian's (`make test-deps` installs it); Playwright only drives it. Each state is
+saved as a screenshot under test-output/ui/. UPDATE_DOCS_SCREENSHOT=1 also writes docs/ui.png,
+the README's picture of the page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from scripts.client import read_keys
+from scripts.sample_photos import grace_hopper, photos
+from scripts.serve import free_port, start_ui, stop_group
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.server, pytest.mark.browser]
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 1000}
+WAIT_MS = 60_000
+PERCENT = re.compile(r"— (\d+\.\d%|<0\.1%)$")
+
+
+@pytest.fixture(scope="module")
+def screenshots(output_dir: Path) -> Path:
+    path = output_dir / "ui"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ui_url(torchserve, screenshots: Path) -> Iterator[str]:
+    """The real page (`streamlit run ui/app.py`, as `make run` starts it) on a free port."""
+    port = free_port()
+    ui = start_ui(torchserve, port=port, log_file=screenshots / "streamlit.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/_stcore/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if ui.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Streamlit did not start; see {screenshots / 'streamlit.log'}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        stop_group(ui.pid, 10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test-deps` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, ui_url: str):
+    """A fresh browser session on the page, once the server state has loaded in the sidebar."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(ui_url)
+    page.get_by_role("heading", name="Image classifier").wait_for()
+    page.get_by_text("TorchServe is reachable").wait_for()
+    yield page
+    context.close()
+
+
+def drop(page, *files: Path) -> None:
+    page.locator('input[type="file"]').set_input_files([str(f) for f in files])
+
+
+def wait_done(page, count: int) -> None:
+    """The page ends every run with 'N of M classified.': wait for it, not for a fixed time."""
+    page.get_by_text(re.compile(rf"\d+ of {count} classified\.")).wait_for()
+
+
+def shoot(page, path: Path) -> None:
+    """Streamlit scrolls inside its own container, so grow the window to the content first."""
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], int(height) + 40)})
+    page.screenshot(path=str(path), full_page=True)
+
+
+def assert_no_traceback(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "Traceback" not in page.content()
+
+
+def test_photo_gets_three_labels_with_percentages(page, torchserve, screenshots):
+    shoot(page, screenshots / "empty.png")
+    drop(page, grace_hopper())
+    wait_done(page, 1)
+    bars = page.locator('[data-testid="stProgress"]')
+    assert bars.count() == 3
+    texts = [t.strip() for t in bars.all_inner_texts()]
+    assert all(PERCENT.search(t) for t in texts), texts
+    values = [float(PERCENT.search(t).group(1).rstrip("%").lstrip("<")) for t in texts]
+    assert values == sorted(values, reverse=True)
+    assert page.get_by_text("grace_hopper.jpg").count() >= 1
+    assert page.get_by_text("This model has random weights", exact=True).is_visible()
+    assert page.get_by_text(re.compile(r"Workers: 1 ready")).is_visible()
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    html = page.content()
+    for name, key in read_keys(torchserve.key_file).items():
+        assert key not in html, f"the {name} key reached the browser"
+    assert_no_traceback(page)
+    shoot(page, screenshots / "photo.png")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+        shutil.copyfile(screenshots / "photo.png", ROOT / "docs" / "ui.png")
+
+
+def test_text_file_named_jpg_shows_friendly_error(page, tmp_path, screenshots):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("Dear diary, this is not a photo.\n")
+    drop(page, fake)
+    wait_done(page, 1)
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.filter(has_text="holiday.jpg is not an image").wait_for()
+    assert page.locator('[data-testid="stProgress"]').count() == 0
+    assert_no_traceback(page)
+    shoot(page, screenshots / "not-an-image.png")
+
+
+def test_two_photos_two_result_blocks(page, screenshots):
+    drop(page, grace_hopper(), photos()["chelsea"])
+    wait_done(page, 2)
+    assert page.get_by_text("2 of 2 classified.").is_visible()
+    assert page.locator('[data-testid="stImage"]').count() == 2
+    assert page.locator('[data-testid="stProgress"]').count() == 6
+    assert_no_traceback(page)
+    shoot(page, screenshots / "two-photos.png")
+
+
+def test_bad_file_among_good_ones(page, tmp_path, screenshots):
+    fake = tmp_path / "notes.jpg"
+    fake.write_bytes(b"not an image at all")
+    drop(page, grace_hopper(), fake, photos()["coffee"])
+    wait_done(page, 3)
+    assert page.get_by_text("2 of 3 classified.").is_visible()
+    assert page.locator('[data-testid="stAlertContentError"]').filter(has_text="notes.jpg").count() == 1
+    assert page.locator('[data-testid="stProgress"]').count() == 6
+    assert_no_traceback(page)
+    shoot(page, screenshots / "mixed.png")
