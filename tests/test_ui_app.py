@@ -19,7 +19,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from scripts.client import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
-from scripts.sample_photos import grace_hopper, photos
+from scripts.sample_photos import grace_hopper, phone_photo_jpeg, photos
 from scripts.serve import TorchServe, free_port
 from tests.conftest import ROOT
 from ui.logic import classify, percent, server_state
@@ -124,6 +124,16 @@ def test_bad_file_gets_its_own_error_and_the_others_their_results(monkeypatch, t
     assert len(errors) == 1 and "**notes.jpg** is not an image" in errors[0]
     assert len(at.get("progress")) == 3
     assert "Traceback" not in rendered_text(at)
+
+
+@pytest.mark.server
+def test_large_phone_photo_is_sent_as_it_is(monkeypatch, torchserve):
+    """A 12 MP JPEG goes to the server untouched (it decodes at reduced size); the page only shows a thumbnail."""
+    point_at(monkeypatch, torchserve.endpoints, torchserve.key_file)
+    photo = phone_photo_jpeg(12)
+    assert len(photo) > 1_000_000
+    at = upload(run_app(), ("phone.jpg", photo))
+    assert len(at.get("progress")) == 3 and not at.main.error
 
 
 @pytest.mark.server

@@ -87,6 +87,7 @@ def page(browser, ui_url: str):
     page.goto(ui_url)
     page.get_by_role("heading", name="Image classifier").wait_for()
     page.get_by_text("TorchServe is reachable").wait_for()
+    page.locator('input[type="file"]').wait_for(state="attached")
     yield page
     context.close()
 
