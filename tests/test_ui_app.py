@@ -7,6 +7,7 @@ stub HTTP server for answers a healthy TorchServe will not give on demand (token
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -97,7 +98,7 @@ def test_good_answer_shows_model_workers_and_top3(monkeypatch, torchserve):
     assert at.sidebar.success[0].value == "TorchServe is reachable"
     sidebar = "\n".join(m.value for m in at.sidebar.markdown)
     assert "`resnet18` version `1.0`" in sidebar and "random(seed=0)" in sidebar
-    assert "**Workers:** 1 ready (max 1)" in sidebar
+    assert re.search(r"\*\*Workers:\*\* \d+ ready \(max \d+\)", sidebar)  # other tests may scale workers
     assert "random weights" in at.sidebar.warning[0].value  # the server's own warning
     assert "mean nothing" in at.main.warning[0].value
 
