@@ -41,7 +41,7 @@ class Settings:
     endpoints: Endpoints = field(default_factory=Endpoints)
     model: str = DEFAULT_MODEL
     key_file: Path | None = DEFAULT_KEY_FILE
-    inference_key: str | None = None
+    inference_key: str | None = field(default=None, repr=False)  # repr is a cache key: keep secrets out
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
