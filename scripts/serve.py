@@ -203,6 +203,19 @@ class TorchServe:
             described[name] = response.json()["model"]
         return described
 
+    def __enter__(self) -> TorchServe:
+        """Started and READY; stopped again on leaving the with-block, whatever happened."""
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 30) -> None:
         """Stop the whole process group (also when the launcher died and Java lives on) and
         remove both PID files, ours and TorchServe's own, so nothing blocks the next start."""

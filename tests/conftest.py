@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from handler.model_card import MODEL_FILE, ModelCard  # noqa: E402
 from scripts import build_archive  # noqa: E402
 from scripts.serve import TorchServe  # noqa: E402
 
@@ -46,13 +49,17 @@ def model_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def torchserve(model_store, tmp_path_factory):
-    server = TorchServe.on_free_ports(tmp_path_factory.mktemp("run"), model_store)
-    server.start()
-    try:
-        server.wait_ready()
+    with TorchServe.on_free_ports(tmp_path_factory.mktemp("run"), model_store) as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_model(model_store, tmp_path_factory):
+    """The archive's own model and card, run in this process, to check the server's answers."""
+    folder = tmp_path_factory.mktemp("unpacked")
+    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
+        z.extractall(folder)
+    return torch.jit.load(str(folder / MODEL_FILE)).eval(), ModelCard.read(folder)
 
 
 @pytest.fixture(scope="session")

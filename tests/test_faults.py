@@ -24,14 +24,9 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def own_server(model_store, tmp_path_factory):
-    server = TorchServe.on_free_ports(tmp_path_factory.mktemp("faults"), model_store)
-    server.start()
-    try:
-        server.wait_ready()
+    with TorchServe.on_free_ports(tmp_path_factory.mktemp("faults"), model_store) as server:
         assert server.client().scale_workers(MODEL, 2).status_code == 200
         yield server
-    finally:
-        server.stop()
 
 
 def ready_workers(client) -> dict[int, str]:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-import torch
 
-from handler.model_card import MODEL_FILE, ModelCard
 from scripts.sample_photos import grace_hopper, photos
 from scripts.serve import read_properties
 from scripts.soak import soak
@@ -25,15 +22,6 @@ from tests.test_images import Case, bad_inputs, good_inputs
 from tests.test_server import assert_same_predictions, expected_predictions
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="module")
-def reference(model_store, tmp_path_factory):
-    """The archive's own model and card, run in this process, to check the server's answers."""
-    folder = tmp_path_factory.mktemp("unpacked")
-    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
-        z.extractall(folder)
-    return torch.jit.load(str(folder / MODEL_FILE)).eval(), ModelCard.read(folder)
 
 
 def worker_pids(client) -> set[int]:
@@ -53,7 +41,7 @@ def never_echoes(body: bytes, message: str) -> bool:
     return not any(text[i : i + 8] in message for i in range(0, max(0, len(text) - 8), 8) if text[i : i + 8].strip())
 
 
-def test_hostile_corpus_interleaved_with_good_images(torchserve, client, reference, output_dir):
+def test_hostile_corpus_interleaved_with_good_images(torchserve, client, local_model, output_dir):
     """Every case shares batches with good photos; each gets its own answer; no worker dies."""
     pids = worker_pids(client)
     photo = grace_hopper().read_bytes()
@@ -70,9 +58,9 @@ def test_hostile_corpus_interleaved_with_good_images(torchserve, client, referen
         if case.status == 200:
             assert answer["predictions"], case.name
             if case is good_photo:
-                assert_same_predictions(answer["predictions"], expected_predictions(reference, photo, 3))
+                assert_same_predictions(answer["predictions"], expected_predictions(local_model, photo, 3))
             elif case.content_type.startswith("image/"):
-                assert_same_predictions(answer["predictions"], expected_predictions(reference, case.body, 3))
+                assert_same_predictions(answer["predictions"], expected_predictions(local_model, case.body, 3))
         else:
             assert answer["code"] == case.status and answer["type"] == case.kind, (case.name, answer)
             assert never_echoes(case.body, answer["message"]), case.name
@@ -162,9 +150,9 @@ def test_overload_soak_sheds_with_503_and_recovers(torchserve, client, output_di
         assert after[pid] < rss * 1.5 + 100, f"worker {pid} memory grew from {rss} to {after[pid]} MiB"
 
 
-def test_photos_still_right_after_everything(client, reference):
+def test_photos_still_right_after_everything(client, local_model):
     for path in list(photos().values())[:2]:
         data = Path(path).read_bytes()
         response = client.predict(MODEL, data, filename=Path(path).name)
         assert response.status_code == 200
-        assert_same_predictions(response.json()["predictions"], expected_predictions(reference, data, 3))
+        assert_same_predictions(response.json()["predictions"], expected_predictions(local_model, data, 3))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -13,7 +12,6 @@ import requests
 import torch
 
 from handler.images import decode_image
-from handler.model_card import MODEL_FILE, ModelCard
 from handler.preprocess import to_tensor
 from handler.topk import top_k
 from scripts.client import TorchServeClient
@@ -22,15 +20,6 @@ from scripts.serve import TorchServe, running_pid
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="module")
-def local_model(model_store, tmp_path_factory):
-    """The archive's own model and card, run in this process, to check the server's answers."""
-    folder = tmp_path_factory.mktemp("unpacked")
-    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
-        z.extractall(folder)
-    return torch.jit.load(str(folder / MODEL_FILE)).eval(), ModelCard.read(folder)
 
 
 def expected_predictions(local_model, data: bytes, k: int) -> list[dict]:

@@ -248,13 +248,9 @@ def test_settings_default_to_make_run(monkeypatch):
 def short_lived_keys(model_store, tmp_path_factory) -> Iterator[TorchServe]:
     """A server of its own whose keys expire after 3 s instead of 60 min (renewing them would
     revoke the keys other tests hold for the session server)."""
-    server = TorchServe.on_free_ports(tmp_path_factory.mktemp("short-keys"), model_store, token_expiration_min="0.05")
-    server.start()
-    try:
-        server.wait_ready()
+    with TorchServe.on_free_ports(tmp_path_factory.mktemp("short-keys"), model_store,
+                                  token_expiration_min="0.05") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def wait_until_refused(server: TorchServe, key: str) -> None:
