@@ -162,6 +162,9 @@ class ImageClassifierHandler:
         if self.budget is None:
             return self._handle(data, context)
         self.budget.acquire_one()
+        # Decode on the one core held. Threads left over from the last forward pass would make
+        # every elementwise op wait for a thread whose core another worker is using.
+        self.set_threads(1)
         try:
             return self._handle(data, context)
         finally:

@@ -32,6 +32,7 @@ from scripts.client import Endpoints, TorchServeClient  # noqa: E402
 
 RUN_DIR = ROOT / "var"
 CONFIG = ROOT / "config" / "config.properties"
+LOG_CONFIG = ROOT / "config" / "log4j2.xml"
 MODEL_STORE = ROOT / "model_store"
 VENV_BIN = Path(sys.executable).parent
 UI_APP = ROOT / "ui" / "app.py"
@@ -97,11 +98,13 @@ class TorchServe:
         model_store: Path = MODEL_STORE,
         config: Path = CONFIG,
         overrides: dict[str, str] | None = None,
+        log_config: Path | None = LOG_CONFIG,
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.model_store = Path(model_store).resolve()
         self.base_config = Path(config)
         self.overrides = {"model_store": str(self.model_store), **(overrides or {})}
+        self.log_config = log_config  # None: TorchServe's built-in logging
         self.process: subprocess.Popen | None = None
 
     @classmethod
@@ -156,6 +159,8 @@ class TorchServe:
             "METRICS_LOCATION": str(self.log_dir),
         }
         command = [str(VENV_BIN / "torchserve"), "--foreground", "--ncs", "--ts-config", str(self.config_file)]
+        if self.log_config:
+            command += ["--log-config", str(self.log_config)]
         with open(self.log_dir / "console.log", "ab") as console:
             self.process = subprocess.Popen(
                 command,
