@@ -171,6 +171,7 @@ class ImageClassifierHandler:
             self.budget.release()
 
     def _handle(self, data: list[dict], context) -> list[str]:
+        started = time.perf_counter()
         answers: list[str] = [""] * len(data)
         good: list[tuple[int, int, torch.Tensor]] = []
         for i, request in enumerate(data):
@@ -188,5 +189,11 @@ class ImageClassifierHandler:
             rows = top_k(logits, [k for _, k, _ in good], self.card.labels)
             for (i, _, _), predictions in zip(good, rows, strict=True):
                 answers[i] = self.encode(predictions, data[i], context.get_request_id(i))
-        log.info("batch of %d: %d answered, %d refused", len(data), len(good), len(data) - len(good))
+        log.info(
+            "batch of %d: %d answered, %d refused in %.1f ms",
+            len(data),
+            len(good),
+            len(data) - len(good),
+            (time.perf_counter() - started) * 1000,
+        )
         return answers
