@@ -17,6 +17,10 @@ PROVENANCE_FILE = "provenance.json"
 MODEL_FILE = "model.pt"
 
 
+class ArchiveIntegrityError(RuntimeError):
+    """The archive's model file is not the one its provenance.json records."""
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Resize the shorter side, center-crop, normalize: torchvision's ImageClassification."""
@@ -102,7 +106,7 @@ class ModelCard:
         expected = self.provenance.get("model_sha256")
         actual = sha256_file(model_file)
         if expected != actual:
-            raise RuntimeError(
+            raise ArchiveIntegrityError(
                 f"{Path(model_file).name} has sha256 {actual}, but provenance.json records {expected}: "
                 "the archive was altered after it was built; refusing to serve it"
             )

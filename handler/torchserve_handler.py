@@ -19,7 +19,7 @@ import torch
 from handler.cores import CoreBudget
 from handler.errors import RequestError
 from handler.images import decode_image
-from handler.model_card import MODEL_FILE, ModelCard
+from handler.model_card import MODEL_FILE, ArchiveIntegrityError, ModelCard
 from handler.payload import error_reply, image_bytes, reply, requested_topk
 from handler.preprocess import to_tensor
 from handler.topk import top_k
@@ -27,7 +27,13 @@ from handler.topk import top_k
 log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS_WARNING = "this model has random weights (a test build): its predictions mean nothing"
-DEFAULTS = {"topk": 3, "max_pixels": 50_000_000, "intra_op_threads": "auto", "optimize": True}
+DEFAULTS = {
+    "topk": 3,
+    "max_pixels": 50_000_000,
+    "max_image_bytes": 30 * 2**20,
+    "intra_op_threads": "auto",
+    "optimize": True,
+}
 
 
 def available_cores() -> int:
@@ -99,10 +105,9 @@ class ImageClassifierHandler:
         torch.set_num_threads(threads)
 
         self.card = ModelCard.read(model_dir)
-        self.card.verify_model_file(model_dir / MODEL_FILE)
-        self.model = load_model(model_dir / MODEL_FILE, self.card.provenance, bool(self.settings["optimize"]))
         self.topk_default = int(self.settings["topk"])
         self.max_pixels = int(self.settings["max_pixels"])
+        self.max_image_bytes = int(self.settings["max_image_bytes"])
         manifest = context.manifest.get("model", {})
         self.model_info = {
             "name": manifest.get("modelName"),
@@ -111,6 +116,17 @@ class ImageClassifierHandler:
             "weights": self.card.provenance.get("weights"),
             "random_weights": self.card.random_weights,
         }
+        self.refusal: RequestError | None = None
+        try:
+            self.card.verify_model_file(model_dir / MODEL_FILE)
+        except ArchiveIntegrityError as e:
+            # Load, but answer every request with the reason. Failing the worker instead makes
+            # TorchServe restart it forever while requests wait in its queue with no answer.
+            log.error("%s", e)
+            self.refusal = RequestError(f"{e}; rebuild it with scripts/build_archive.py", 503, "ArchiveIntegrityError")
+            self.initialized = True
+            return
+        self.model = load_model(model_dir / MODEL_FILE, self.card.provenance, bool(self.settings["optimize"]))
         started = time.perf_counter()
         self.warm_up(int(context.system_properties.get("batch_size") or 1))
         log.info(
@@ -128,7 +144,7 @@ class ImageClassifierHandler:
         """One request to (top-k, input tensor). Raises RequestError for that request only."""
         k = requested_topk(request, headers, self.topk_default, len(self.card.labels))
         spec = self.card.preprocessing
-        image = decode_image(image_bytes(request), self.max_pixels, min_side=2 * spec.resize)
+        image = decode_image(image_bytes(request, self.max_image_bytes), self.max_pixels, min_side=2 * spec.resize)
         return k, to_tensor(image, spec)
 
     def warm_up(self, batch_size: int) -> None:
@@ -158,7 +174,28 @@ class ImageClassifierHandler:
         # KServe v1/v2 requests get v1/v2-shaped answers (handler/payload.py).
         return json.dumps(reply(request or {}, answer, self.model_info, request_id), separators=(",", ":"))
 
+    def describe(self) -> dict[str, object]:
+        """GET /models/{name}?customized=true: what this worker serves, and whether it does."""
+        return {
+            "model": self.model_info,
+            "serving": self.refusal is None,
+            "problem": self.refusal.message if self.refusal else None,
+            "classes": len(self.card.labels),
+            "preprocessing": self.card.preprocessing.to_dict(),
+            "settings": {k: self.settings[k] for k in ("topk", "max_pixels", "max_image_bytes", "intra_op_threads")},
+        }
+
+    def refuse(self, i: int, request: dict, error: RequestError, context) -> str:
+        context.set_response_status(error.status, error.message, idx=i)
+        return json.dumps(error_reply(request, error.to_json()))
+
     def handle(self, data: list[dict], context) -> list[str]:
+        if context.get_request_header(0, "describe") == "True":  # TorchServe's customized describe
+            return [json.dumps(self.describe())]
+        if self.refusal is not None:
+            for i in range(len(data)):
+                context.set_response_content_type(i, "application/json")
+            return [self.refuse(i, request, self.refusal, context) for i, request in enumerate(data)]
         if self.budget is None:
             return self._handle(data, context)
         self.budget.acquire_one()
@@ -180,8 +217,7 @@ class ImageClassifierHandler:
                 k, tensor = self.decode(request, context.request_processor[i].get_request_properties())
                 good.append((i, k, tensor))
             except RequestError as error:
-                context.set_response_status(error.status, error.message, idx=i)
-                answers[i] = json.dumps(error_reply(request, error.to_json()))
+                answers[i] = self.refuse(i, request, error, context)
         if good:
             if self.budget is not None:
                 self.set_threads(self.budget.grow())

@@ -125,11 +125,14 @@ def _rate(one_batch, n: int, seconds: float, streams: int) -> tuple[float, list[
                 times.append(time.perf_counter() - t)
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if streams == 1:  # in this (main) thread, as a plain script would
+        stream(0)
+    else:
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     return sum(counts) / (time.perf_counter() - started), times
 
 

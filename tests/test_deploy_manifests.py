@@ -93,7 +93,8 @@ def test_dockerfile_runtime_settings():
     text = dockerfile()
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert re.search(r'^CMD \["torchserve", "--foreground", "--ncs", "--log-config", "/srv/app/config/log4j2.xml"\]', text, re.M)
+    command = r'^CMD \["torchserve", "--foreground", "--ncs", "--log-config", "/srv/app/config/log4j2.xml"\]'
+    assert re.search(command, text, re.M)
     assert "TS_CONFIG_FILE=/srv/app/deploy/docker/config.properties" in text
     assert re.search(r'HEALTHCHECK .*\n\s+CMD \["python", "/srv/app/deploy/docker/probe.py", "ready"\]', text)
     exposed = {int(p) for p in re.search(r"^EXPOSE (.+)$", text, re.M).group(1).split()}

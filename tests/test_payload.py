@@ -47,6 +47,16 @@ def test_bad_requests(request_, kind):
     assert error.value.kind == kind and 400 <= error.value.status < 500
 
 
+@pytest.mark.parametrize("request_", [{"body": IMAGE}, {"body": {"data": B64}}, {"file": IMAGE}])
+def test_image_size_limit_counts_image_bytes_and_names_the_limit(request_):
+    assert image_bytes(request_, max_bytes=len(IMAGE)) == IMAGE
+    with pytest.raises(RequestError) as error:
+        image_bytes(request_, max_bytes=len(IMAGE) - 1)
+    assert error.value.status == 413 and error.value.kind == "ImageTooLarge"
+    assert f"the image is {len(IMAGE)} bytes" in error.value.message
+    assert f"the limit is {len(IMAGE) - 1} bytes" in error.value.message
+
+
 def test_topk_sources_and_default():
     assert requested_topk({}, {}, 3, 1000) == 3
     assert requested_topk({"topk": b"5"}, {}, 3, 1000) == 5

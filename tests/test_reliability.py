@@ -5,6 +5,7 @@ Figures go to test-output/ (reliability-corpus.json, soak.json) for docs/RELIABI
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
+from scripts import build_archive
 from scripts.sample_photos import grace_hopper, photos
 from scripts.serve import read_properties
 from scripts.soak import soak
@@ -83,18 +86,27 @@ def test_bad_topk_on_invocations_query_and_header(torchserve, client, k):
         assert response.json()["type"] == "InvalidParameter" and "1 to 1000" in response.json()["message"]
 
 
-def test_upload_over_the_size_limit_is_a_413_from_the_frontend(torchserve, client):
-    """TorchServe's Netty frontend refuses a body over max_request_size before any handler runs.
-
-    Its answer is a bare 413 with an empty body (Netty's HttpObjectAggregator writes it; TorchServe
-    offers no hook to word it), so the limit is documented instead (docs/RELIABILITY.md)."""
-    limit = int(read_properties(torchserve.config_file)["max_request_size"])
+def test_upload_over_the_size_limit_is_a_413_that_names_the_limit(torchserve, client):
+    """An image over the handler's max_image_bytes gets a 413 JSON answer with the limit in it, raw
+    or base64 (the frontend's max_request_size leaves room for base64's 4/3). Only a body over the
+    frontend's cap gets Netty's bare 413 with an empty body (TorchServe cannot word that one)."""
+    limit = yaml.safe_load(build_archive.DEFAULT_MODEL_CONFIG.read_text())["handler"]["max_image_bytes"]
+    frontend_cap = int(read_properties(torchserve.config_file)["max_request_size"])
+    assert frontend_cap >= limit * 4 // 3 + 2**20, "a base64 image at the limit must reach the handler"
     url = f"{torchserve.endpoints.inference}/predictions/{MODEL}"
-    auth = {"Authorization": f"Bearer {client.keys['inference']}", "Content-Type": "image/jpeg"}
-    response = requests.post(url, data=b"\xff" * (limit + 1), headers=auth, timeout=60)
+    auth = {"Authorization": f"Bearer {client.keys['inference']}"}
+    jpeg = {**auth, "Content-Type": "image/jpeg"}
+    too_big = b"\xff" * (limit + 1)
+    as_json = json.dumps({"data": base64.b64encode(too_big).decode()}).encode()
+    for body, headers in ((too_big, jpeg), (as_json, {**auth, "Content-Type": "application/json"})):
+        response = requests.post(url, data=body, headers=headers, timeout=120)
+        assert response.status_code == 413, response.text
+        answer = response.json()
+        assert answer["type"] == "ImageTooLarge" and f"the limit is {limit} bytes (30 MiB)" in answer["message"]
+    response = requests.post(url, data=b"\xff" * (frontend_cap + 1), headers=jpeg, timeout=120)
     assert response.status_code == 413 and response.content == b""
-    # Just under the limit, the handler answers for itself.
-    response = requests.post(url, data=b"\xff" * (limit - 1), headers=auth, timeout=60)
+    # At the limit, the handler looks at the image itself.
+    response = requests.post(url, data=b"\xff" * limit, headers=jpeg, timeout=120)
     assert response.status_code == 415 and response.json()["type"] == "UnsupportedImage"
     assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
 

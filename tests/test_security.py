@@ -97,43 +97,45 @@ def test_model_api_refuses_register_and_unregister(torchserve, client):
 
 @pytest.mark.server
 def test_tampered_archive_is_refused_while_a_good_one_serves(model_store, client, tmp_path):
-    """Same provenance.json, different model.pt: the worker refuses to load it; nothing is served."""
+    """Same provenance.json, different model.pt: the model is never loaded and every request gets
+    an immediate 503 that says why (a worker that failed to load instead would be restarted
+    forever by TorchServe while requests waited in its queue with no answer)."""
     store = tmp_path / "store"
     store.mkdir()
     other = tmp_path / "other.pt"
     torch.jit.save(torch.jit.script(torch.nn.Identity()), str(other))  # a valid, different TorchScript file
-    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as good, \
-            zipfile.ZipFile(store / f"{MODEL}.mar", "w", zipfile.ZIP_DEFLATED) as tampered:
+    with (
+        zipfile.ZipFile(model_store / f"{MODEL}.mar") as good,
+        zipfile.ZipFile(store / f"{MODEL}.mar", "w", zipfile.ZIP_DEFLATED) as tampered,
+    ):
         for item in good.infolist():
             data = other.read_bytes() if item.filename == MODEL_FILE else good.read(item)
             tampered.writestr(item, data)
-    server = TorchServe.on_free_ports(tmp_path / "run", store)
-    server.start()
-    try:
-        tampered_client = server.client(timeout=10)
-        log = server.log_dir / "model_log.log"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if log.is_file() and "refusing to serve" in log.read_text(errors="replace"):
-                break
-            time.sleep(0.5)
-        assert "refusing to serve" in log.read_text(errors="replace")
-        assert "provenance.json records" in log.read_text(errors="replace")
-        workers = [w for v in tampered_client.describe_model(MODEL).json() for w in v["workers"]]
-        assert not [w for w in workers if w["status"] == "READY"], workers
-        ping = tampered_client.ping()
-        print("ping of the server with the tampered archive:", ping.status_code, ping.text.strip())
-        # With no worker, TorchServe queues the request until one comes (none will): an error
-        # or no answer, never a prediction.
-        try:
-            response = tampered_client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg")
-            assert response.status_code >= 500 and "predictions" not in response.text
-        except requests.Timeout:
-            pass
-    finally:
-        server.stop()
-    # The untouched archive in the session server still serves.
+    with TorchServe.on_free_ports(tmp_path / "run", store) as server:
+        tampered_client = server.client(timeout=30)
+        started = time.monotonic()
+        responses = [tampered_client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg") for _ in range(3)]
+        assert time.monotonic() - started < 10, "refusals must be immediate"
+        for response in responses:
+            assert response.status_code == 503, response.text
+            answer = response.json()
+            assert answer["type"] == "ArchiveIntegrityError" and "predictions" not in answer
+            assert "provenance.json records" in answer["message"] and "rebuild" in answer["message"]
+        log = (server.log_dir / "model_log.log").read_text(errors="replace")
+        assert "refusing to serve it" in log and "Traceback" not in log
+        described = tampered_client._call(
+            "management", "GET", f"{server.endpoints.management}/models/{MODEL}", params={"customized": "true"}
+        ).json()
+        custom = described[0]["customizedMetadata"]
+        assert custom["serving"] is False and "provenance.json records" in custom["problem"]
+        with pytest.raises(RuntimeError, match="ArchiveIntegrityError"):
+            server.warm_up([MODEL])  # what `make run` / `make serve` do after start: they fail loudly
+    # The untouched archive in the session server still serves, and says so.
     assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
+    described = client._call(
+        "management", "GET", f"{client.endpoints.management}/models/{MODEL}", params={"customized": "true"}
+    ).json()
+    assert described[0]["customizedMetadata"]["serving"] is True
 
 
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "input", "breakpoint"}

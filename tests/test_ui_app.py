@@ -215,6 +215,16 @@ def test_busy_server_and_too_large_image(stub):
     upload(at, ("huge.jpg", b"\xff\xd8" + b"\0" * 1000))
     assert "**huge.jpg** is too large" in at.main.error[0].value
 
+    limit = "the image is 31457281 bytes (30.0 MiB); the limit is 31457280 bytes (30 MiB)"
+    stub["/predictions"] = (413, torchserve_error(413, "ImageTooLarge", limit))
+    upload(at, ("big.jpg", b"\xff\xd8" + b"\1" * 1000))
+    assert f"**big.jpg** is too large for the server: {limit}." in at.main.error[0].value
+
+    problem = "model.pt has sha256 1, but provenance.json records 2: refusing to serve it"
+    stub["/predictions"] = (503, torchserve_error(503, "ArchiveIntegrityError", problem))
+    upload(at, ("photo.jpg", b"\xff\xd8" + b"\2" * 1000))
+    assert "refuses to serve its model" in at.main.error[0].value and "busy" not in at.main.error[0].value
+
 
 def test_labels_sorted_and_percentages(stub):
     stub["/ping"] = (200, b'{"status": "Healthy"}')

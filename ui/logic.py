@@ -98,6 +98,8 @@ def error_message(response: requests.Response, filename: str, settings: Settings
         return f"**{filename}** is too large for the server: {why}.", False
     if kind in ("InvalidImage", "MissingImage"):
         return f"**{filename}** could not be decoded as an image: {detail}.", False
+    if kind == "ArchiveIntegrityError":  # 503 too, but no retry will help: the archive must be rebuilt
+        return f"The server refuses to serve its model: {detail}.", False
     if status == 503:
         return busy_message(), True
     if status == 404:
