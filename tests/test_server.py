@@ -165,6 +165,20 @@ def test_prometheus_metrics(client):
     assert match and float(match.group(1)) >= 1
 
 
+def test_logs_one_line_per_request_and_one_per_batch(torchserve, client):
+    """config/log4j2.xml: an access-log line per request, a model-log line per batch with its
+    time, and none of TorchServe's per-request INFO/DEBUG lines in ts_log.log."""
+    logs = torchserve.log_dir
+    sizes = {name: (logs / name).stat().st_size for name in ("access_log.log", "model_log.log", "ts_log.log")}
+    for _ in range(5):
+        assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
+    new = {name: (logs / name).read_bytes()[size:].decode(errors="replace") for name, size in sizes.items()}
+    assert new["access_log.log"].count(f'"POST /predictions/{MODEL} HTTP/1.1" 200') >= 5
+    assert len(re.findall(r"batch of \d+: \d+ answered, \d+ refused in [\d.]+ ms", new["model_log.log"])) >= 1
+    for noisy in ("Backend response time", "Sending response for jobId", "Waiting time ns", "[METRICS]"):
+        assert noisy not in new["ts_log.log"], noisy
+
+
 def test_clean_stop_and_restart(model_store, tmp_path):
     server = TorchServe.on_free_ports(tmp_path / "run", model_store)
     server.start()
