@@ -190,12 +190,6 @@ class ImageClassifierHandler:
         return json.dumps(error_reply(request, error.to_json()))
 
     def handle(self, data: list[dict], context) -> list[str]:
-        if context.get_request_header(0, "describe") == "True":  # TorchServe's customized describe
-            return [json.dumps(self.describe())]
-        if self.refusal is not None:
-            for i in range(len(data)):
-                context.set_response_content_type(i, "application/json")
-            return [self.refuse(i, request, self.refusal, context) for i, request in enumerate(data)]
         if self.budget is None:
             return self._handle(data, context)
         self.budget.acquire_one()
@@ -213,8 +207,15 @@ class ImageClassifierHandler:
         good: list[tuple[int, int, torch.Tensor]] = []
         for i, request in enumerate(data):
             context.set_response_content_type(i, "application/json")
+            headers = context.request_processor[i].get_request_properties()
+            if headers.get("describe") == "True":  # TorchServe's customized describe (or a client's header)
+                answers[i] = json.dumps(self.describe())
+                continue
+            if self.refusal is not None:
+                answers[i] = self.refuse(i, request, self.refusal, context)
+                continue
             try:
-                k, tensor = self.decode(request, context.request_processor[i].get_request_properties())
+                k, tensor = self.decode(request, headers)
                 good.append((i, k, tensor))
             except RequestError as error:
                 answers[i] = self.refuse(i, request, error, context)

@@ -113,3 +113,17 @@ def test_shared_cores_decode_on_one_thread_and_run_the_model_on_the_free_ones(mo
         assert statuses == [200, 200]
     assert seen["decode"] == [1, 1, 1, 1]
     assert seen["predict"] == [torchserve_handler.available_cores()] * 2
+
+
+def test_describe_request_in_a_batch_answers_only_itself(handler_and_context):
+    """TorchServe's customized describe (GET /models/{name}?customized=true) reaches handle() as a
+    request with a "describe" header; a client can send that header too. Either way it gets the
+    worker's self-description and its batch mates their own answers."""
+    image = photos()["chelsea"].read_bytes()
+    requests = [{"body": image}, {"body": b""}, {"body": image}]
+    results = run_batch(handler_and_context, requests, [{}, {"describe": "True"}, {}])
+    assert [status for status, _ in results] == [200, 200, 200]
+    description = results[1][1]
+    assert description["serving"] is True and description["problem"] is None
+    assert description["classes"] == 1000 and description["settings"]["max_image_bytes"] == 30 * 2**20
+    assert results[0][1]["predictions"] == results[2][1]["predictions"]
