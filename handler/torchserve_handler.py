@@ -205,11 +205,13 @@ class ImageClassifierHandler:
         started = time.perf_counter()
         answers: list[str] = [""] * len(data)
         good: list[tuple[int, int, torch.Tensor]] = []
+        described = 0
         for i, request in enumerate(data):
             context.set_response_content_type(i, "application/json")
             headers = context.request_processor[i].get_request_properties()
             if headers.get("describe") == "True":  # TorchServe's customized describe (or a client's header)
                 answers[i] = json.dumps(self.describe())
+                described += 1
                 continue
             if self.refusal is not None:
                 answers[i] = self.refuse(i, request, self.refusal, context)
@@ -230,7 +232,7 @@ class ImageClassifierHandler:
             "batch of %d: %d answered, %d refused in %.1f ms",
             len(data),
             len(good),
-            len(data) - len(good),
+            len(data) - len(good) - described,
             (time.perf_counter() - started) * 1000,
         )
         return answers
