@@ -15,17 +15,23 @@ from scripts.sample_photos import photos
 from tests.conftest import MODEL
 
 
-@pytest.fixture(scope="module")
-def handler_and_context(model_store, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("model_dir")
+def load_handler(model_store, model_dir, **handler_settings) -> tuple[ImageClassifierHandler, Context]:
+    """The archive unpacked into model_dir and initialized as TorchServe would, with some of its
+    handler settings replaced."""
     with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
         z.extractall(model_dir)
     manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
     model_yaml = yaml.safe_load((model_dir / manifest["model"]["configFile"]).read_text())
+    model_yaml["handler"] = {**model_yaml.get("handler", {}), **handler_settings}
     context = Context(MODEL, str(model_dir), manifest, 4, None, "0.12.0", model_yaml_config=model_yaml)
     handler = ImageClassifierHandler()
     handler.initialize(context)
     return handler, context
+
+
+@pytest.fixture(scope="module")
+def handler_and_context(model_store, tmp_path_factory):
+    return load_handler(model_store, tmp_path_factory.mktemp("model_dir"))
 
 
 def run_batch(handler_and_context, requests: list[dict], headers: list[dict] | None = None) -> list[tuple]:
@@ -85,14 +91,7 @@ def test_shared_cores_decode_on_one_thread_and_run_the_model_on_the_free_ones(mo
 
     if torchserve_handler.available_cores() < 2:
         pytest.skip("needs 2 cores")
-    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
-        z.extractall(tmp_path)
-    manifest = json.loads((tmp_path / "MAR-INF" / "MANIFEST.json").read_text())
-    model_yaml = yaml.safe_load((tmp_path / manifest["model"]["configFile"]).read_text())
-    model_yaml["handler"] = {**model_yaml.get("handler", {}), "intra_op_threads": "shared"}
-    context = Context(MODEL, str(tmp_path), manifest, 4, None, "0.12.0", model_yaml_config=model_yaml)
-    handler = ImageClassifierHandler()
-    handler.initialize(context)
+    handler, context = load_handler(model_store, tmp_path, intra_op_threads="shared")
     assert handler.budget is not None
     seen: dict[str, list[int]] = {"decode": [], "predict": []}
     decode, predict = handler.decode, handler.predict
