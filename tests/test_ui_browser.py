@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import expect, sync_playwright
 
 from scripts.client import read_keys
 from scripts.sample_photos import grace_hopper, photos
@@ -70,7 +71,7 @@ def ui_url(torchserve, screenshots: Path) -> Iterator[str]:
 def browser():
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test-deps` (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    expect.set_options(timeout=WAIT_MS)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -118,7 +119,7 @@ def test_photo_gets_three_labels_with_percentages(page, torchserve, screenshots)
     drop(page, grace_hopper())
     wait_done(page, 1)
     bars = page.locator('[data-testid="stProgress"]')
-    assert bars.count() == 3
+    expect(bars).to_have_count(3)
     texts = [t.strip() for t in bars.all_inner_texts()]
     assert all(PERCENT.search(t) for t in texts), texts
     values = [float(PERCENT.search(t).group(1).rstrip("%").lstrip("<")) for t in texts]
@@ -152,8 +153,10 @@ def test_two_photos_two_result_blocks(page, screenshots):
     drop(page, grace_hopper(), photos()["chelsea"])
     wait_done(page, 2)
     assert page.get_by_text("2 of 2 classified.").is_visible()
-    assert page.locator('[data-testid="stImage"]').count() == 2
-    assert page.locator('[data-testid="stProgress"]').count() == 6
+    # st.image's component is a lazily loaded script chunk: the caption can be on the page first
+    expect(page.locator('[data-testid="stImage"] img')).to_have_count(2)
+    assert all(page.locator('[data-testid="stImage"] img').evaluate_all("imgs => imgs.map(i => i.complete)"))
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(6)
     assert_no_traceback(page)
     shoot(page, screenshots / "two-photos.png")
 
@@ -164,7 +167,7 @@ def test_bad_file_among_good_ones(page, tmp_path, screenshots):
     drop(page, grace_hopper(), fake, photos()["coffee"])
     wait_done(page, 3)
     assert page.get_by_text("2 of 3 classified.").is_visible()
-    assert page.locator('[data-testid="stAlertContentError"]').filter(has_text="notes.jpg").count() == 1
-    assert page.locator('[data-testid="stProgress"]').count() == 6
+    expect(page.locator('[data-testid="stAlertContentError"]').filter(has_text="notes.jpg")).to_have_count(1)
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(6)
     assert_no_traceback(page)
     shoot(page, screenshots / "mixed.png")
