@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import zipfile
 
 import pytest
@@ -112,6 +115,76 @@ def test_shared_cores_decode_on_one_thread_and_run_the_model_on_the_free_ones(mo
         assert statuses == [200, 200]
     assert seen["decode"] == [1, 1, 1, 1]
     assert seen["predict"] == [torchserve_handler.available_cores()] * 2
+
+
+def test_shared_cores_step_back_from_a_core_another_program_keeps_busy(model_store, tmp_path, monkeypatch):
+    """Busy programs beside the server take no core locks. A forward pass on every core then
+    waits at each op for the thread parked behind them (measured 20 -> 320-480 ms a pass), so
+    the worker must drop to fewer threads, and take every core again once they are gone."""
+    from handler import torchserve_handler
+
+    n = torchserve_handler.available_cores()
+    if n < 2:
+        pytest.skip("needs 2 cores")
+    handler, context = load_handler(model_store, tmp_path, intra_op_threads="shared")
+    threads_seen: list[int] = []
+    predict = handler.predict
+
+    def spy_predict(batch):
+        threads_seen.append(torch.get_num_threads())
+        return predict(batch)
+
+    monkeypatch.setattr(handler, "predict", spy_predict)
+    image = [{"body": photos()["chelsea"].read_bytes()}]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n - 1)]
+    try:
+        for _ in range(6):
+            assert run_batch((handler, context), image)[0][0] == 200
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert threads_seen[0] == n and threads_seen[-1] < n, threads_seen
+    assert handler.budget.ceiling < n and handler.budget.retry_at > 0
+    # Quiet again: the next retry finds the cores free (retries are due at once here).
+    threads_seen.clear()
+    deadline = time.monotonic() + 30
+    while handler.budget.ceiling < n and time.monotonic() < deadline:
+        handler.budget.retry_at = 0.0
+        assert run_batch((handler, context), image)[0][0] == 200
+    assert handler.budget.ceiling == n, threads_seen
+    assert run_batch((handler, context), image)[0][0] == 200 and threads_seen[-1] == n
+
+
+def test_core_ceiling_backs_off_while_crowded_and_recovers(tmp_path, monkeypatch):
+    """The ceiling's rules on a scripted run-queue clock: one crowded pass is not enough (bursts
+    happen on a quiet machine), two are; retries come after 1, 2, 4... s; a clean retry restores."""
+    from handler import cores
+
+    clock = {"now": 100.0, "wait_ns": 0}
+    monkeypatch.setattr(cores.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(cores, "run_queue_wait_ns", lambda: clock["wait_ns"])
+    budget = cores.CoreBudget(tmp_path, 2)
+
+    def forward_pass(wait_share: float, seconds: float = 0.1) -> int:
+        budget.acquire_one()
+        threads = budget.grow()
+        clock["now"] += seconds
+        clock["wait_ns"] += int(wait_share * seconds * 1e9) if threads > 1 else 0
+        budget.release()
+        return threads
+
+    assert forward_pass(0.9) == 2 and budget.ceiling == 2  # one burst: still every core
+    assert forward_pass(0.0) == 2 and forward_pass(0.95) == 2 and budget.ceiling == 2
+    assert forward_pass(0.95) == 2 and budget.ceiling == 1  # crowded twice in a row
+    assert [forward_pass(0.95) for _ in range(5)] == [1] * 5  # no retry before 1 s
+    clock["now"] += 1.0
+    assert forward_pass(0.95) == 2 and budget.ceiling == 1  # the retry, still crowded
+    clock["now"] += 1.0
+    assert forward_pass(0.95) == 1  # next retry only after 2 s
+    clock["now"] += 1.5
+    assert forward_pass(0.0) == 2 and budget.ceiling == 2  # the other program is gone
+    assert forward_pass(0.0) == 2 and budget.retry_after == cores.RETRY_SECONDS[0]
 
 
 def test_describe_request_in_a_batch_answers_only_itself(handler_and_context):
