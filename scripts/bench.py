@@ -330,7 +330,16 @@ def measure(system: str, url: str, headers: dict, mixes: dict, levels, seconds, 
 # ---------------------------------------------------------------- systems under test
 
 
-def torchserve_cells(system: str, store: Path, run_dir: Path, mixes, levels, seconds, warm) -> list[Cell]:
+def busy_programs(n: int) -> list[subprocess.Popen]:
+    """n single-threaded busy loops: another program on the box that wants whole cores."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def torchserve_cells(
+    system: str, store: Path, run_dir: Path, mixes, levels, seconds, warm, beside_busy: tuple[int, ...] = ()
+) -> list[Cell]:
+    """The server's cells; then, at the `beside_busy` levels, the small JPEG again while busy
+    loops hold all cores but one (the worker's threads must step back from them, handler/cores.py)."""
     server = TorchServe.on_free_ports(run_dir, store, **TS_OPTIONS)
     server.start()
     try:
@@ -346,7 +355,19 @@ def torchserve_cells(system: str, store: Path, run_dir: Path, mixes, levels, sec
         pgid = os.getpgid(server.process.pid)
         for body, content_type in mixes.values():
             drive(url, {**headers, "Content-Type": content_type}, body, 4, JIT_WARM_S / len(mixes), 0.0, pgid)
-        return measure(system, url, headers, mixes, levels, seconds, warm, pgid)
+        cells = measure(system, url, headers, mixes, levels, seconds, warm, pgid)
+        if beside_busy:
+            n = max(1, available_cores() - 1)
+            small = dict(list(mixes.items())[:1])
+            busy = busy_programs(n)
+            try:
+                label = f"{system} beside {n} busy process{'es' if n > 1 else ''}"
+                cells += measure(label, url, headers, small, beside_busy, seconds, warm, pgid)
+            finally:
+                for process in busy:
+                    process.kill()
+                    process.wait()
+        return cells
     finally:
         server.stop()
 
@@ -599,8 +620,9 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
     cells: list[Cell] = []
     for name, store in stores.items():
         print(f"TorchServe {name}...", flush=True)
+        beside_busy = (1, 4) if name == "fp32" and not args.no_busy else ()
         cells += torchserve_cells(
-            f"TorchServe {name}", store, work / f"run-{name}", mixes, levels, args.duration, args.warm
+            f"TorchServe {name}", store, work / f"run-{name}", mixes, levels, args.duration, args.warm, beside_busy
         )
     if not args.no_flask:
         print("Flask baseline...", flush=True)
@@ -696,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", help="--sweep: only these config numbers")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-flask", action="store_true")
+    p.add_argument("--no-busy", action="store_true", help="skip the cells beside a busy program")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     p.add_argument("--ts-option", action="append", default=[], help="config.properties KEY=VALUE to try")
     args = p.parse_args(argv)
