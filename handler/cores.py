@@ -110,21 +110,21 @@ class CoreBudget:
         share = waited / max(now - started, 1e-6)
         crowded = (self.last_wait_share + share) / 2 > CROWDED_WAIT_SHARE
         self.last_wait_share = share
+        ceiling = min(self.ceiling, threads - 1) if crowded else max(self.ceiling, threads)
+        if ceiling < self.ceiling:
+            log.info(
+                "cores crowded by another program (threads waited %.0f ms for a CPU in a %.0f ms pass): "
+                "forward passes on at most %d thread(s), retrying more in %.0f s",
+                waited * 1000,
+                (now - started) * 1000,
+                ceiling,
+                self.retry_after,
+            )
+        elif ceiling > self.ceiling:
+            log.info("cores free again: forward passes on up to %d threads", ceiling)
+        self.ceiling = ceiling
         if crowded:
-            if threads - 1 < self.ceiling:
-                log.info(
-                    "cores crowded by another program (threads waited %.0f ms for a CPU in a %.0f ms pass): "
-                    "forward passes on at most %d thread(s), retrying more in %.0f s",
-                    waited * 1000,
-                    (now - started) * 1000,
-                    threads - 1,
-                    self.retry_after,
-                )
-            self.ceiling = min(self.ceiling, threads - 1)
             self.retry_at = now + self.retry_after
             self.retry_after = min(2 * self.retry_after, RETRY_SECONDS[1])
         else:
-            if threads > self.ceiling:
-                log.info("cores free again: forward passes on up to %d threads", threads)
-            self.ceiling = max(self.ceiling, threads)
             self.retry_after = RETRY_SECONDS[0]

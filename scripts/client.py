@@ -155,8 +155,10 @@ class TorchServeClient:
     def list_models(self) -> requests.Response:
         return self._call("management", "GET", f"{self.endpoints.management}/models")
 
-    def describe_model(self, model: str) -> requests.Response:
-        return self._call("management", "GET", f"{self.endpoints.management}/models/{model}")
+    def describe_model(self, model: str, customized: bool = False) -> requests.Response:
+        """customized: also the handler's own description of each worker (customizedMetadata)."""
+        params = {"customized": "true"} if customized else None
+        return self._call("management", "GET", f"{self.endpoints.management}/models/{model}", params=params)
 
     def scale_workers(self, model: str, min_worker: int, max_worker: int | None = None) -> requests.Response:
         params = {"min_worker": min_worker, "max_worker": max_worker or min_worker, "synchronous": "true"}

@@ -45,6 +45,19 @@ def run_batch(handler_and_context, requests: list[dict], headers: list[dict] | N
     return [(context.get_response_status(i)[0] or 200, json.loads(a)) for i, a in enumerate(answers)]
 
 
+def record_threads(monkeypatch, handler: ImageClassifierHandler, method: str) -> list[int]:
+    """The intra-op thread count at each call of one of the handler's methods, from now on."""
+    seen: list[int] = []
+    original = getattr(handler, method)
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    monkeypatch.setattr(handler, method, spy)
+    return seen
+
+
 def test_batch_with_bad_items_answers_each_on_its_own(handler_and_context):
     good = photos()["chelsea"].read_bytes()
     results = run_batch(
@@ -96,19 +109,7 @@ def test_shared_cores_decode_on_one_thread_and_run_the_model_on_the_free_ones(mo
         pytest.skip("needs 2 cores")
     handler, context = load_handler(model_store, tmp_path, intra_op_threads="shared")
     assert handler.budget is not None
-    seen: dict[str, list[int]] = {"decode": [], "predict": []}
-    decode, predict = handler.decode, handler.predict
-
-    def spy_decode(*args):
-        seen["decode"].append(torch.get_num_threads())
-        return decode(*args)
-
-    def spy_predict(batch):
-        seen["predict"].append(torch.get_num_threads())
-        return predict(batch)
-
-    monkeypatch.setattr(handler, "decode", spy_decode)
-    monkeypatch.setattr(handler, "predict", spy_predict)
+    seen = {name: record_threads(monkeypatch, handler, name) for name in ("decode", "predict")}
     image = photos()["chelsea"].read_bytes()
     for _ in range(2):
         statuses = [s for s, _ in run_batch((handler, context), [{"body": image}, {"body": image}])]
@@ -127,14 +128,7 @@ def test_shared_cores_step_back_from_a_core_another_program_keeps_busy(model_sto
     if n < 2:
         pytest.skip("needs 2 cores")
     handler, context = load_handler(model_store, tmp_path, intra_op_threads="shared")
-    threads_seen: list[int] = []
-    predict = handler.predict
-
-    def spy_predict(batch):
-        threads_seen.append(torch.get_num_threads())
-        return predict(batch)
-
-    monkeypatch.setattr(handler, "predict", spy_predict)
+    threads_seen = record_threads(monkeypatch, handler, "predict")
     image = [{"body": photos()["chelsea"].read_bytes()}]
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n - 1)]
     try:

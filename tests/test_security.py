@@ -123,19 +123,13 @@ def test_tampered_archive_is_refused_while_a_good_one_serves(model_store, client
             assert "provenance.json records" in answer["message"] and "rebuild" in answer["message"]
         log = (server.log_dir / "model_log.log").read_text(errors="replace")
         assert "refusing to serve it" in log and "Traceback" not in log
-        described = tampered_client._call(
-            "management", "GET", f"{server.endpoints.management}/models/{MODEL}", params={"customized": "true"}
-        ).json()
-        custom = described[0]["customizedMetadata"]
+        custom = tampered_client.describe_model(MODEL, customized=True).json()[0]["customizedMetadata"]
         assert custom["serving"] is False and "provenance.json records" in custom["problem"]
         with pytest.raises(RuntimeError, match="ArchiveIntegrityError"):
             server.warm_up([MODEL])  # what `make run` / `make serve` do after start: they fail loudly
     # The untouched archive in the session server still serves, and says so.
     assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
-    described = client._call(
-        "management", "GET", f"{client.endpoints.management}/models/{MODEL}", params={"customized": "true"}
-    ).json()
-    assert described[0]["customizedMetadata"]["serving"] is True
+    assert client.describe_model(MODEL, customized=True).json()[0]["customizedMetadata"]["serving"] is True
 
 
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "input", "breakpoint"}
