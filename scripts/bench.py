@@ -49,7 +49,7 @@ from handler.model_card import MODEL_FILE, ModelCard  # noqa: E402
 from handler.preprocess import to_tensor  # noqa: E402
 from handler.torchserve_handler import available_cores, load_model  # noqa: E402
 from scripts import build_archive  # noqa: E402
-from scripts.sample_photos import grace_hopper, phone_photo_jpeg, photos  # noqa: E402
+from service.photos import grace_hopper, phone_photo_jpeg, photos  # noqa: E402
 from scripts.serve import TorchServe, free_port, stop_group  # noqa: E402
 
 warnings.filterwarnings("ignore")

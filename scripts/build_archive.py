@@ -189,7 +189,7 @@ def calibration_batches(preprocessing: Preprocessing, crops_per_photo: int = 8, 
 
     from handler.images import decode_image
     from handler.preprocess import to_tensor
-    from scripts.sample_photos import photos
+    from service.photos import photos
 
     generator = torch.Generator().manual_seed(seed)
     batches = []

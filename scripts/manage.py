@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.client import Endpoints, TorchServeClient  # noqa: E402
+from service.client import Endpoints, TorchServeClient  # noqa: E402
 from scripts.serve import RUN_DIR, server_endpoints  # noqa: E402
 
 

@@ -28,7 +28,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.client import Endpoints, TorchServeClient  # noqa: E402
+from service.client import Endpoints, TorchServeClient  # noqa: E402
 
 RUN_DIR = ROOT / "var"
 CONFIG = ROOT / "config" / "config.properties"

@@ -29,8 +29,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.client import TorchServeClient  # noqa: E402
-from scripts.sample_photos import grace_hopper  # noqa: E402
+from service.client import TorchServeClient  # noqa: E402
+from service.photos import grace_hopper  # noqa: E402
 from scripts.serve import MODEL_STORE, TorchServe, server_endpoints  # noqa: E402
 
 MODEL = "resnet18"

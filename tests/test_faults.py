@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from scripts.sample_photos import grace_hopper
+from service.photos import grace_hopper
 from scripts.serve import PID_FILE, TORCHSERVE_PID_FILE, TorchServe, group_members, running_pid
 from tests.conftest import MODEL, ROOT
 

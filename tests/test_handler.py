@@ -14,7 +14,7 @@ import yaml
 from ts.context import Context, RequestProcessor
 
 from handler.torchserve_handler import ImageClassifierHandler, intra_op_threads
-from scripts.sample_photos import photos
+from service.photos import photos
 from tests.conftest import MODEL
 
 

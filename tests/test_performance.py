@@ -21,7 +21,7 @@ from handler.model_card import MODEL_FILE, ModelCard, Preprocessing
 from handler.preprocess import to_tensor
 from handler.torchserve_handler import configured_workers, intra_op_threads, load_model
 from scripts import build_archive
-from scripts.sample_photos import phone_photo_jpeg, photos
+from service.photos import phone_photo_jpeg, photos
 from tests.conftest import MODEL
 
 SPEC = Preprocessing()

@@ -13,7 +13,7 @@ from handler.images import decode_image
 from handler.model_card import Preprocessing
 from handler.preprocess import to_tensor
 from scripts.build_archive import preprocessing_of
-from scripts.sample_photos import photos
+from service.photos import photos
 
 WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 

@@ -17,7 +17,7 @@ import requests
 import yaml
 
 from scripts import build_archive
-from scripts.sample_photos import grace_hopper, photos
+from service.photos import grace_hopper, photos
 from scripts.serve import read_properties
 from scripts.soak import soak
 from tests.conftest import MODEL, ROOT

@@ -14,7 +14,7 @@ import requests
 import torch
 
 from handler.model_card import MODEL_FILE
-from scripts.sample_photos import grace_hopper
+from service.photos import grace_hopper
 from scripts.serve import CONFIG, TorchServe, read_properties
 from tests.conftest import MODEL, ROOT
 

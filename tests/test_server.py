@@ -14,8 +14,8 @@ import torch
 from handler.images import decode_image
 from handler.preprocess import to_tensor
 from handler.topk import top_k
-from scripts.client import TorchServeClient
-from scripts.sample_photos import grace_hopper, photos
+from service.client import TorchServeClient
+from service.photos import grace_hopper, photos
 from scripts.serve import TorchServe, running_pid
 from tests.conftest import MODEL
 

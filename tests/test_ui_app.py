@@ -19,8 +19,8 @@ import requests
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from scripts.client import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
-from scripts.sample_photos import grace_hopper, phone_photo_jpeg, photos
+from service.client import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
+from service.photos import grace_hopper, phone_photo_jpeg, photos
 from scripts.serve import TorchServe, free_port
 from tests.conftest import ROOT
 from ui.logic import classify, percent, server_state

@@ -18,8 +18,8 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from scripts.client import read_keys
-from scripts.sample_photos import grace_hopper, photos
+from service.client import read_keys
+from service.photos import grace_hopper, photos
 from scripts.serve import free_port, start_ui, stop_group
 from tests.conftest import ROOT
 

@@ -16,7 +16,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run ui/app.py` from anywhere
 
-from scripts.client import Settings, TorchServeClient  # noqa: E402
+from service.client import Settings, TorchServeClient  # noqa: E402
 from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state  # noqa: E402
 
 TITLE = "Image classifier"

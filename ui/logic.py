@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import requests
 from PIL import Image, ImageOps
 
-from scripts.client import Settings, TorchServeClient, is_token_error
+from service.client import Settings, TorchServeClient, is_token_error
 
 START_COMMAND = "make run"
 MAX_TOPK = 10

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import requests
 
+from service.names import DEFAULT_KEY_FILE, DEFAULT_MODEL, INFERENCE_URL, MANAGEMENT_URL, METRICS_URL
+
 TOKEN_ERROR = "InvalidKeyException"
-# Where `make run` / `make serve` keep the server's key file (scripts/serve.py RUN_DIR).
-DEFAULT_KEY_FILE = Path(__file__).resolve().parent.parent / "var" / "key_file.json"
-DEFAULT_MODEL = "resnet18"
 
 
 @dataclass
 class Endpoints:
-    inference: str = "http://127.0.0.1:8080"
-    management: str = "http://127.0.0.1:8081"
-    metrics: str = "http://127.0.0.1:8082"
+    inference: str = INFERENCE_URL
+    management: str = MANAGEMENT_URL
+    metrics: str = METRICS_URL
 
 
 @dataclass

@@ -1,0 +1,35 @@
+"""Every port, path and name the project's commands agree on, written once.
+
+config/config.properties states the same ports for TorchServe itself; tests check they agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Where things live in a checkout.
+CONFIG = ROOT / "config" / "config.properties"
+MODEL_CONFIG = ROOT / "config" / "model-config.yaml"
+LOG_CONFIG = ROOT / "config" / "log4j2.xml"
+MODEL_STORE = ROOT / "model_store"
+HANDLER_PACKAGE = ROOT / "handler"
+UI_APP = ROOT / "ui" / "app.py"
+# A running server's files (`make run` / `make serve`): rendered config, key file, logs, PID file.
+RUN_DIR = ROOT / "var"
+KEY_FILE_NAME = "key_file.json"
+DEFAULT_KEY_FILE = RUN_DIR / KEY_FILE_NAME
+
+# The model `make run` builds and the clients call when told nothing else.
+DEFAULT_MODEL = "resnet18"
+
+# TorchServe's default addresses (loopback only), as config/config.properties sets them.
+INFERENCE_PORT = 8080
+MANAGEMENT_PORT = 8081
+METRICS_PORT = 8082
+INFERENCE_URL = f"http://127.0.0.1:{INFERENCE_PORT}"
+MANAGEMENT_URL = f"http://127.0.0.1:{MANAGEMENT_PORT}"
+METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}"
+# The Streamlit page that `make run` / `make ui` start.
+UI_PORT = 8501
