@@ -11,7 +11,9 @@
 # Every step is the command `make setup` / `make archive` runs: pip install -r requirements.txt
 # (the runtime half of requirements-dev.txt) and scripts/build_archive.py.
 
-# bookworm: the Debian release with OpenJDK 17 (trixie ships only 21).
+# The base: any image with python3.11 as `python` (pip, venv) on Debian bookworm, the release
+# with OpenJDK 17 (trixie ships only 21). `make container-test` passes a local stand-in
+# (deploy/podman/base.Containerfile) where no registry is reachable.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
@@ -28,8 +30,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/srv/venv \
     PATH=/srv/venv/bin:$PATH
-
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Versions come with the pinned base image's Debian release.
 # hadolint ignore=DL3008
@@ -49,12 +49,14 @@ RUN python -m venv "$VIRTUAL_ENV" \
 
 COPY . .
 # The archive is built now, so the image serves offline. Same command as `make archive`.
+# Plain POSIX sh (set -- for the arguments, no pipes): OCI-format builds (Podman's default)
+# have no SHELL instruction and run every RUN under /bin/sh.
 RUN case "$WEIGHTS" in \
-      official|"") args=() ;; \
-      random) args=(--random-weights) ;; \
-      *) args=(--weights "$WEIGHTS") ;; \
+      official|"") set -- ;; \
+      random) set -- --random-weights ;; \
+      *) set -- --weights "$WEIGHTS" ;; \
     esac \
-    && TORCH_HOME=/tmp/torch-home python scripts/build_archive.py --force "${args[@]}" \
+    && TORCH_HOME=/tmp/torch-home python scripts/build_archive.py --force "$@" \
     && rm -rf /tmp/torch-home weights \
     && python -c "import compileall, sys; sys.exit(not compileall.compile_dir('/srv/app', quiet=1))"
 
@@ -78,6 +80,8 @@ HEALTHCHECK --interval=15s --timeout=6s --start-period=120s --retries=3 \
     CMD ["python", "/srv/app/deploy/docker/probe.py", "ready"]
 
 # tini -g: SIGTERM reaches the whole group (launcher, Java frontend, Python workers).
+# -e 143: Java ends with 143 (128 + SIGTERM) after a requested stop; tini reports that as 0,
+# so `docker stop` and restart policies see a clean exit, not a failure.
 # config/log4j2.xml: about 2 log lines per request instead of TorchServe's built-in ~19.
-ENTRYPOINT ["tini", "-g", "--"]
+ENTRYPOINT ["tini", "-g", "-e", "143", "--"]
 CMD ["torchserve", "--foreground", "--ncs", "--log-config", "/srv/app/config/log4j2.xml"]

@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL_STORE := model_store
-ARCHIVE := $(MODEL_STORE)/resnet18.mar
+# The default model's archive; its name is service/names.py's DEFAULT_MODEL (read once the venv exists).
+ARCHIVE = $(MODEL_STORE)/$(shell $(PY) -c "from service.names import DEFAULT_MODEL; print(DEFAULT_MODEL)").mar
 # WEIGHTS: empty = official torchvision weights (downloaded), "random" = untrained test
 # weights, anything else = path to a local state dict such as resnet18-f37072fd.pth.
 WEIGHTS ?=
@@ -43,11 +44,9 @@ stop:
 
 # The web UI alone, as a client of a running TorchServe (`make serve`, or TS_INFERENCE_URL,
 # TS_MANAGEMENT_URL, TS_KEY_FILE, TS_MODEL for another one). `make run` starts it too.
-UI_PORT ?= 8501
+# Ports and addresses are service/names.py's; UI_PORT=8600 make ui picks another port.
 ui: $(STAMP)
-	@echo "web UI: http://127.0.0.1:$(UI_PORT)  (TorchServe at $${TS_INFERENCE_URL:-http://127.0.0.1:8080}; Ctrl-C stops)"
-	PYTHONPATH=. $(VENV)/bin/streamlit run ui/app.py --server.address=127.0.0.1 --server.port=$(UI_PORT) \
-		--server.headless=true --browser.gatherUsageStats=false
+	$(PY) scripts/serve.py ui $(if $(UI_PORT),--ui-port $(UI_PORT))
 
 # Debian's Chromium for the browser tests (tests/test_ui_browser.py drives /usr/bin/chromium through
 # Playwright for Python, which requirements-dev.txt installs; Playwright cannot download its own here).
@@ -77,3 +76,13 @@ clean:
 # writes docs/PERFORMANCE.md and docs/performance.json. BENCH_ARGS=--sweep for the config sweep.
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# The Dockerfile's image built and run for real with Podman (about 10-20 minutes; not part of
+# `make test`): installs podman/runc/debootstrap, makes a local stand-in for the base image once
+# (deploy/podman/prepare-base.sh), builds with WEIGHTS=random, runs server and UI, checks them
+# from outside (tests/container). Figures: test-output/container-test.json.
+.PHONY: container-test
+container-test: $(STAMP)
+	deploy/podman/prepare-base.sh
+	$(PY) -m pytest -m container tests/container -v
+	@cat test-output/container-test.json

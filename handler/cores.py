@@ -1,15 +1,24 @@
-"""Cores shared batch by batch between one model's TorchServe workers (intra_op_threads: shared).
+"""How many intra-op threads a worker runs on: the thread policy, and the cores shared batch by
+batch between one model's TorchServe workers (intra_op_threads: shared).
 
-A separate module because TorchServe wants exactly one class in the handler's own file.
+Rule: workers x threads never exceeds the cores: more threads than cores fight each other
+(ResNet-18 on 2 cores, 4 clients: 3 to 12 requests/s with every worker on every core, 37 with
+one thread per worker; docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +137,94 @@ class CoreBudget:
             self.retry_after = min(2 * self.retry_after, RETRY_SECONDS[1])
         else:
             self.retry_after = RETRY_SECONDS[0]
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(setting: str | int | None, workers: int, cores: int) -> int:
+    """Threads per worker so that workers x threads never exceeds the cores."""
+    if setting in (None, "auto"):
+        return max(1, cores // max(1, workers))
+    return max(1, int(setting))  # type: ignore[arg-type]
+
+
+def configured_workers(yaml_config: dict, cores: int) -> int:
+    """The model's worker count; without minWorkers/maxWorkers TorchServe starts one per core."""
+    return int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or cores)
+
+
+def shared_budget(model_dir: Path, cores: int) -> CoreBudget | None:
+    """The model's core budget: lock files in its directory (shared by all its workers), else in a
+    temporary directory named after it; None (fixed threads) if neither can be written."""
+    digest = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    for directory in (model_dir / ".cores", Path(tempfile.gettempdir()) / f"ts-cores-{digest}"):
+        try:
+            return CoreBudget(directory, cores)
+        except OSError as e:
+            log.warning("cannot keep the core budget in %s (%s)", directory, e)
+    return None
+
+
+def set_threads(threads: int) -> None:
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+class ThreadPolicy:
+    """The intra-op threads of one worker, batch by batch.
+
+    Fixed ("auto" or a number): the same count for every batch. Shared: a batch decodes on the
+    one core it holds and its forward pass grows onto the cores no other worker holds.
+    """
+
+    def __init__(self, threads: int, budget: CoreBudget | None = None) -> None:
+        self.threads = threads  # a fixed worker's count; with a budget, the most a pass can take
+        self.budget = budget
+
+    @classmethod
+    def from_settings(cls, setting: str | int, model_dir: Path, workers: int, cores: int) -> ThreadPolicy:
+        """From the intra_op_threads setting; "shared" falls back to "auto" if no budget can be kept."""
+        budget = shared_budget(model_dir, cores) if setting == "shared" else None
+        fixed = "auto" if setting == "shared" else setting
+        policy = cls(cores if budget else intra_op_threads(fixed, workers, cores), budget)
+        torch.set_num_threads(policy.threads)
+        return policy
+
+    def describe(self) -> str:
+        return f"1 to {self.threads} shared" if self.budget else str(self.threads)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Around one batch: with a budget, hold one core (and run one thread) until it is answered."""
+        if self.budget is None:
+            yield
+            return
+        self.budget.acquire_one()
+        # Decode on the one core held. Threads left over from the last forward pass would make
+        # every elementwise op wait for a thread whose core another worker is using.
+        set_threads(1)
+        try:
+            yield
+        finally:
+            self.budget.release()
+
+    def grow(self) -> int:
+        """Before the forward pass: take the free cores (with a budget); return the threads it runs on."""
+        if self.budget is not None and self.budget.held:
+            set_threads(self.budget.grow())
+        return torch.get_num_threads()
+
+    def each_count(self) -> Iterator[int]:
+        """Run on every thread count a forward pass can get, in turn (warm-up specialises the
+        graph per count); back to the worker's own count afterwards."""
+        try:
+            for threads in range(1, self.threads + 1) if self.budget else [self.threads]:
+                set_threads(threads)
+                yield threads
+        finally:
+            set_threads(self.threads)

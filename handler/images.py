@@ -49,13 +49,22 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> Image.Image
         raise RequestError(f"image could not be decoded ({type(e).__name__})", 400, "InvalidImage")
 
 
+def _too_many_pixels(max_pixels: int) -> RequestError:
+    return RequestError(f"image has too many pixels; the limit is {max_pixels} pixels", 413, "ImageTooLarge")
+
+
 def _decode(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
+    # Pillow's own decompression-bomb guard (it also checks GIF frames and other sizes found
+    # while loading) reads this module-wide limit: make it the one our messages name.
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Over max_pixels Pillow only warns (it refuses over twice that): the header check
+            # below refuses these with the image's size in the message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise RequestError(f"image has too many pixels; the limit is {max_pixels} pixels", 413, "ImageTooLarge")
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(max_pixels)
     except UnidentifiedImageError:
         raise RequestError(f"not a supported image; send one of {FORMAT_NAMES}", 415, "UnsupportedImage")
     except Exception as e:  # PIL raises many types on malformed headers
@@ -87,6 +96,8 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
             image.load()
     except MemoryError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # e.g. a GIF frame grew
+        raise _too_many_pixels(max_pixels)
     except Exception as e:
         raise RequestError(f"image data is truncated or corrupt ({type(e).__name__})", 400, "InvalidImage")
     if image.size != (width, height) and image.format not in ("JPEG", "MPO"):

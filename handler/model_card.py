@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 LABELS_FILE = "labels.json"
@@ -43,6 +43,38 @@ class Preprocessing:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the archive's model came from, as the builder recorded it in provenance.json."""
+
+    weights: str  # "random(seed=N)", "file:NAME", "torchscript:NAME" or torchvision's weights name
+    arch: str
+    num_classes: int
+    model_sha256: str  # of model.pt: the handler refuses to serve another file
+    weights_sha256: str | None  # of the state dict (None: pre-quantized weights not in the hub cache)
+    weights_file_sha256: str | None = None
+    calibration: str | None = None
+    quantization: str | None = None
+    quantized_engine: str | None = None
+    torch: str | None = None
+    torchvision: str | None = None
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights.startswith("random")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Provenance:
+        """Unknown keys are ignored so that archives built by a newer builder still load."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, object]:
+        """The provenance.json keys: optional facts the build did not have are left out, as before."""
+        required = {f.name for f in fields(self) if f.default is MISSING}
+        return {k: v for k, v in asdict(self).items() if v is not None or k in required}
 
 
 def parse_labels(data: object) -> list[str]:
@@ -80,17 +112,17 @@ def sha256_file(path: Path) -> str:
 class ModelCard:
     labels: list[str]
     preprocessing: Preprocessing
-    provenance: dict
+    provenance: Provenance
 
     @property
     def random_weights(self) -> bool:
-        return str(self.provenance.get("weights", "")).startswith("random")
+        return self.provenance.random_weights
 
     def write(self, directory: Path) -> None:
         directory = Path(directory)
         (directory / LABELS_FILE).write_text(json.dumps(self.labels, indent=0) + "\n")
         (directory / PREPROCESSING_FILE).write_text(json.dumps(self.preprocessing.to_dict(), indent=2) + "\n")
-        (directory / PROVENANCE_FILE).write_text(json.dumps(self.provenance, indent=2, sort_keys=True) + "\n")
+        (directory / PROVENANCE_FILE).write_text(json.dumps(self.provenance.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def read(cls, directory: Path) -> ModelCard:
@@ -98,12 +130,12 @@ class ModelCard:
         return cls(
             labels=read_labels(directory / LABELS_FILE),
             preprocessing=Preprocessing.from_dict(json.loads((directory / PREPROCESSING_FILE).read_text())),
-            provenance=json.loads((directory / PROVENANCE_FILE).read_text()),
+            provenance=Provenance.from_dict(json.loads((directory / PROVENANCE_FILE).read_text())),
         )
 
     def verify_model_file(self, model_file: Path) -> None:
         """Refuse to serve a model file that is not the one the archive was built with."""
-        expected = self.provenance.get("model_sha256")
+        expected = self.provenance.model_sha256
         actual = sha256_file(model_file)
         if expected != actual:
             raise ArchiveIntegrityError(

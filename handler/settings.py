@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+THREAD_RULES = ("shared", "auto")
+
 
 @dataclass(frozen=True)
 class HandlerSettings:
@@ -23,6 +25,19 @@ class HandlerSettings:
     # fp32: torch.jit.optimize_for_inference; int8: freeze. False serves the model as loaded.
     optimize: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse a wrong setting when the worker starts, in words that name it, rather than
+        failing (or silently misbehaving) on the first request."""
+        for name in ("topk", "max_pixels", "max_image_bytes"):
+            _set(self, name, _positive_int(name, getattr(self, name)))
+        if self.intra_op_threads is None:  # an empty `intra_op_threads:` in the YAML
+            _set(self, "intra_op_threads", "auto")
+        if self.intra_op_threads not in THREAD_RULES:
+            number = _positive_int("intra_op_threads", self.intra_op_threads, ' (or "shared" or "auto")')
+            _set(self, "intra_op_threads", number)
+        if not isinstance(self.optimize, bool):
+            raise ValueError(f"handler setting optimize must be true or false, got {self.optimize!r}")
+
     @classmethod
     def from_yaml(cls, model_yaml: dict | None) -> HandlerSettings:
         """From the archive's model-config.yaml (TorchServe's context.model_yaml_config)."""
@@ -35,6 +50,21 @@ class HandlerSettings:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def _positive_int(name: str, value: object, alternatives: str = "") -> int:
+    """A whole number >= 1; YAML may give it as text ("4")."""
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"handler setting {name} must be a whole number >= 1{alternatives}, got {value!r}")
+    return number
+
+
+def _set(settings: HandlerSettings, name: str, value: object) -> None:
+    object.__setattr__(settings, name, value)  # normalising in __post_init__ of a frozen dataclass
 
 
 DEFAULTS = HandlerSettings()

@@ -4,7 +4,7 @@ One process (Flask's threaded development server), per-request PIL decode and to
 transforms, a `torch.jit` model with PyTorch's default threads, JSON with jsonify. Nothing tuned:
 this is what scripts/bench.py compares TorchServe against.
 
-  python scripts/baseline_flask.py --model model.pt --port 5000
+  python scripts/baseline_flask.py --model model.pt --topk 3 --port 5000
   curl -T photo.jpg http://127.0.0.1:5000/predict
 """
 
@@ -23,6 +23,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 app = Flask(__name__)
 model = None
+topk = 0  # answers per request: --topk sets it
 transform = transforms.Compose(
     [
         transforms.Resize(256),
@@ -44,18 +45,20 @@ def predict():
     batch = transform(image).unsqueeze(0)
     with torch.no_grad():
         probabilities = torch.softmax(model(batch), dim=1)[0]
-    values, indices = probabilities.topk(3)
+    values, indices = probabilities.topk(topk)
     return jsonify(
         predictions=[{"index": int(i), "probability": float(p)} for p, i in zip(values, indices, strict=True)]
     )
 
 
 def main() -> None:
-    global model
+    global model, topk
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="TorchScript model file")
+    p.add_argument("--topk", type=int, required=True, help="answers per request (the bench passes the handler's)")
     p.add_argument("--port", type=int, default=5000)
     args = p.parse_args()
+    topk = args.topk
     model = torch.jit.load(args.model)
     model.eval()
     app.run(host="127.0.0.1", port=args.port)

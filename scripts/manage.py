@@ -3,6 +3,8 @@
 python scripts/manage.py models
 python scripts/manage.py describe resnet18
 python scripts/manage.py scale resnet18 3        # min = max = 3 workers
+
+The client and the key file handling are service/client.py's; this is the command line.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.client import Endpoints, TorchServeClient  # noqa: E402
-from scripts.serve import RUN_DIR, server_endpoints  # noqa: E402
+from service.names import RUN_DIR  # noqa: E402
+from service.server import client_for  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max", type=int, help="maximum workers (default: same as minimum)")
     args = p.parse_args(argv)
 
-    endpoints = server_endpoints(args.run_dir) or Endpoints()
-    client = TorchServeClient(endpoints, key_file=args.run_dir / "key_file.json")
+    client = client_for(args.run_dir)
     if args.command == "models":
         response = client.list_models()
     elif args.command == "describe":

@@ -77,6 +77,15 @@ def is_token_error(response: requests.Response) -> bool:
     return response.status_code == 400 and TOKEN_ERROR in response.text
 
 
+def ready_workers(version: Mapping) -> tuple[int, int]:
+    """(READY workers, workers wanted) of one model version as GET /models/{name} describes it.
+
+    Wanted is minWorkers, at least 1: a model with no worker cannot answer. The server's start,
+    the UI, the soak and the container probe all count the same way."""
+    ready = sum(w.get("status") == "READY" for w in version.get("workers") or [])
+    return ready, max(1, int(version.get("minWorkers") or 0))
+
+
 class TorchServeClient:
     def __init__(
         self,

@@ -1,4 +1,8 @@
-"""Real photos that ship inside PyPI packages (matplotlib, scikit-image), for tests and benchmarks."""
+"""Images to send: a generated warm-up JPEG (Pillow only, for `make run` and the UI), and real photos
+that ship inside dev-only PyPI packages (matplotlib, scikit-image), for tests and benchmarks.
+
+matplotlib and scikit-image are imported inside the functions that need them, so the runtime
+(serve, UI) can import this module with requirements.txt alone."""
 
 from __future__ import annotations
 
@@ -6,6 +10,13 @@ import io
 from pathlib import Path
 
 from PIL import Image
+
+
+def warm_up_jpeg(size: tuple[int, int] = (320, 240)) -> bytes:
+    """A small generated JPEG: one cheap real inference (warm-up, or the UI asking for the model card)."""
+    buffer = io.BytesIO()
+    Image.radial_gradient("L").convert("RGB").resize(size).save(buffer, "JPEG")
+    return buffer.getvalue()
 
 
 def _skimage_data() -> Path:

@@ -14,12 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from handler.model_card import MODEL_FILE, ModelCard  # noqa: E402
+from handler.settings import HandlerSettings  # noqa: E402
 from scripts import build_archive  # noqa: E402
-from scripts.serve import TorchServe  # noqa: E402
+from service.names import DEFAULT_MODEL as MODEL  # noqa: E402
+from service.names import MODEL_CONFIG  # noqa: E402
+from service.server import TorchServe  # noqa: E402
 
-MODEL = "resnet18"
 # Batching on, with a delay long enough that concurrent test requests share a batch.
 TEST_MODEL_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 150}
+# What the test archives' handler runs with (the project's model-config.yaml over the defaults):
+# the answers' default top-k, the pixel and byte limits.
+SERVED = HandlerSettings.from_yaml(yaml.safe_load(MODEL_CONFIG.read_text()))
 
 
 @pytest.fixture(scope="session")

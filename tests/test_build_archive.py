@@ -130,3 +130,34 @@ def test_existing_archive_needs_force(tmp_path):
     build(tmp_path, "--random-weights")
     with pytest.raises(build_archive.BuildError, match="--force"):
         build_archive.build(build_archive.parse_args(["--export-path", str(tmp_path), "--random-weights"]))
+
+
+def test_provenance_json_writes_the_same_keys(tmp_path):
+    """Deployed handlers read provenance.json: the typed record leaves out what a build did not have."""
+    provenance = archive_json(build(tmp_path, "--random-weights"), PROVENANCE_FILE)
+    assert set(provenance) == {
+        "arch", "model_sha256", "num_classes", "torch", "torchvision", "weights", "weights_sha256",
+    }
+
+
+def test_calibration_folder_is_checked_before_any_work(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a photo")
+    with pytest.raises(build_archive.BuildError, match="no photos in it"):
+        build(tmp_path, "--random-weights", "--quantize", "int8", "--calibration", str(empty))
+    with pytest.raises(build_archive.BuildError, match="not a folder of photos"):
+        build(tmp_path, "--random-weights", "--quantize", "int8", "--calibration", str(tmp_path / "missing"))
+    with pytest.raises(build_archive.BuildError, match="official int8 weights come calibrated"):
+        build(tmp_path, "--quantize", "int8", "--calibration", str(empty))
+    with pytest.raises(SystemExit):
+        build_archive.parse_args(["--random-weights", "--calibration", str(empty)])
+    assert not list(tmp_path.glob("*.mar"))
+
+
+def test_a_broken_calibration_photo_is_named(tmp_path):
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(build_archive.BuildError, match="cannot calibrate on .*broken.jpg"):
+        build(tmp_path / "store", "--random-weights", "--quantize", "int8", "--calibration", str(album))

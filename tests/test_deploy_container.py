@@ -1,5 +1,5 @@
 """The container's config and health probe on a real local TorchServe (token authorization on,
-as in the image), since no Docker engine runs here."""
+as in the image). The image itself is built and run by `make container-test` (tests/container)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.serve import TorchServe, free_port
+from service.client import read_keys
+from service.server import TorchServe, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER_CONFIG = ROOT / "deploy" / "docker" / "config.properties"
 PROBE = ROOT / "deploy" / "docker" / "probe.py"
+KEY_LIFETIME_S = 6  # token_expiration_min=0.1 below
 
 pytestmark = pytest.mark.server
 
@@ -25,23 +27,15 @@ pytestmark = pytest.mark.server
 def container_server(model_store, tmp_path_factory):
     """deploy/docker/config.properties with loopback free ports and the test archive; keys
     expire after 6 s so the probe has to renew them."""
-    server = TorchServe(
+    server = TorchServe.on_free_ports(
         tmp_path_factory.mktemp("container-run"),
         model_store,
-        config=DOCKER_CONFIG,
-        overrides={
-            "inference_address": f"http://127.0.0.1:{free_port()}",
-            "management_address": f"http://127.0.0.1:{free_port()}",
-            "metrics_address": f"http://127.0.0.1:{free_port()}",
-            "grpc_inference_address": "127.0.0.1",
-            "grpc_management_address": "127.0.0.1",
-            "grpc_inference_port": str(free_port()),
-            "grpc_management_port": str(free_port()),
-            "initial_worker_port": str(20000 + free_port() % 20000),
-            "allowed_urls": "file://.*\\\\.mar",
-            "token_expiration_min": "0.1",
-        },
+        grpc_inference_address="127.0.0.1",
+        grpc_management_address="127.0.0.1",
+        allowed_urls="file://.*\\\\.mar",
+        token_expiration_min=str(KEY_LIFETIME_S / 60),
     )
+    server.base_config = DOCKER_CONFIG  # on_free_ports moved every address to a loopback free port
     server.start()
     try:
         deadline = time.monotonic() + 180
@@ -61,6 +55,16 @@ def probe(server: TorchServe, mode: str, **env: str) -> subprocess.CompletedProc
     )
 
 
+def ping(server: TorchServe, key: str) -> int:
+    headers = {"Authorization": f"Bearer {key}"}
+    return requests.get(f"{server.endpoints.inference}/ping", headers=headers, timeout=5).status_code
+
+
+def list_models(server: TorchServe, key: str) -> int:
+    headers = {"Authorization": f"Bearer {key}"}
+    return requests.get(f"{server.endpoints.management}/models", headers=headers, timeout=5).status_code
+
+
 def test_token_authorization_is_on(container_server):
     assert container_server.key_file.is_file()
     assert requests.get(f"{container_server.endpoints.inference}/ping", timeout=5).status_code == 400
@@ -77,9 +81,21 @@ def test_probe_without_key_is_refused(container_server):
 
 
 def test_probe_renews_expired_keys(container_server):
-    time.sleep(7)  # past token_expiration_min
+    """Once the key file's keys have expired, the probe gets new ones with the API key: the key
+    file then holds a different inference and management key, and the new ones are accepted."""
+    old = read_keys(container_server.key_file)
+    deadline = time.monotonic() + KEY_LIFETIME_S * 5
+    while ping(container_server, old["inference"]) == 200 or list_models(container_server, old["management"]) == 200:
+        assert time.monotonic() < deadline, "the keys never expired"
+        time.sleep(0.5)
     result = probe(container_server, "ready")
     assert result.returncode == 0, result.stderr
+    new = read_keys(container_server.key_file)
+    assert new["inference"] != old["inference"] and new["management"] != old["management"]
+    assert new["api"] == old["api"]
+    assert ping(container_server, new["inference"]) == 200
+    assert list_models(container_server, new["management"]) == 200
+    assert ping(container_server, old["inference"]) == 400
 
 
 def test_probe_usage():

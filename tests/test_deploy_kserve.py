@@ -15,7 +15,8 @@ import pytest
 import requests
 from PIL import Image
 
-from scripts.serve import TorchServe, free_port, read_properties
+from service.properties import read_properties
+from service.server import TorchServe, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KSERVE_CONFIG = ROOT / "deploy" / "kserve" / "config.properties"

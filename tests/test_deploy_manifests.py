@@ -1,25 +1,32 @@
-"""Deployment files checked offline (no Docker engine, no cluster here): Dockerfiles linted
-with hadolint, Kubernetes/KServe manifests parsed and cross-checked, container configs kept
-in step with config/config.properties."""
+"""Deployment files checked offline (`make container-test` builds and runs the image; no cluster
+here): Dockerfiles linted with hadolint and read instruction by instruction, every manifest
+`kubectl apply -k deploy/k8s` applies validated against Kubernetes' own OpenAPI schemas for each
+version docs/DEPLOY.md claims, manifests cross-checked, sizing and batching kept in step with
+config/model-config.yaml, container configs kept in step with config/config.properties."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
-from scripts.serve import read_properties
+from service.names import MODEL_CONFIG
+from service.properties import read_properties
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve"
 BASE_CONFIG = ROOT / "config" / "config.properties"
 HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+IMAGE_ROOT = Path("/srv/app")  # where the Dockerfile's COPY . . puts the repository
 
 # Keys a deployment config may set differently from config/config.properties, and why.
 DEPLOY_KEYS = {
@@ -40,13 +47,46 @@ def load_all(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def k8s_objects() -> dict[str, dict]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    objects = {}
-    for name in kustomization["resources"]:
-        for doc in load_all(K8S / name):
-            objects[doc["kind"]] = doc
+def kustomization() -> dict:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def render_kustomization() -> list[dict]:
+    """What `kubectl apply -k deploy/k8s` applies: the resources, the generated ConfigMap (name
+    with kustomize's content hash, referenced by that name), the common labels and the image tag."""
+    kust = kustomization()
+    objects = [doc for name in kust["resources"] for doc in load_all(K8S / name)]
+    renamed = {}
+    for generator in kust.get("configMapGenerator", []):
+        data = {Path(name).name: (K8S / name).read_text() for name in generator["files"]}
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+        renamed[generator["name"]] = f"{generator['name']}-{digest}"
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": renamed[generator["name"]]},
+                        "data": data})
+    images = {image["name"]: image for image in kust.get("images", [])}
+    for obj in objects:
+        for pairs in kust.get("labels", []):
+            obj["metadata"].setdefault("labels", {}).update(pairs["pairs"])
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                volume["configMap"]["name"] = renamed.get(volume["configMap"]["name"], volume["configMap"]["name"])
+        for container in pod.get("containers", []):
+            image = images.get(container["image"].split(":")[0])
+            if image:
+                container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
     return objects
+
+
+def k8s_objects() -> dict[str, dict]:
+    return {obj["kind"]: obj for obj in render_kustomization()}
+
+
+def supported_kubernetes() -> list[str]:
+    """The versions docs/DEPLOY.md claims ("Kubernetes 1.A to 1.B"), each minor one."""
+    match = re.search(r"Kubernetes 1\.(\d+) to 1\.(\d+)", (ROOT / "docs" / "DEPLOY.md").read_text())
+    assert match, "docs/DEPLOY.md names no supported Kubernetes versions"
+    return [f"1.{minor}" for minor in range(int(match.group(1)), int(match.group(2)) + 1)]
 
 
 def container_ports(container: dict) -> dict[str, int]:
@@ -68,36 +108,62 @@ def test_hadolint(dockerfile):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def dockerfile() -> str:
-    return (ROOT / "Dockerfile").read_text()
+def instructions(path: Path = ROOT / "Dockerfile") -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    lines, joined = [], ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        joined += line.rstrip()
+        if joined.endswith("\\"):
+            joined = joined[:-1] + " "
+            continue
+        if joined.strip():
+            lines.append(joined.strip())
+        joined = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
 
 
-def test_dockerfile_uses_the_projects_own_commands():
-    text = dockerfile()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
-    assert "openjdk-17-jre-headless" in text
-    assert "pip install -r requirements.txt" in text  # the pins make setup installs
-    assert "COPY requirements.txt" in text
-    assert "scripts/build_archive.py --force" in text  # what `make archive` runs
-    makefile = (ROOT / "Makefile").read_text()
-    assert "scripts/build_archive.py --force $(ARCHIVE_ARGS)" in makefile
-    assert "--random-weights" in makefile and "--weights $(WEIGHTS)" in makefile
-    assert "random) args=(--random-weights)" in text and 'args=(--weights "$WEIGHTS")' in text
-    assert re.search(r"TORCH_CPU_INDEX=https://download\.pytorch\.org/whl/cpu", text)
-    for package in ("torch", "torchvision"):
-        assert f"^{package}==" in text  # versions read from requirements.txt, not repeated
-        assert re.search(rf"^{package}==\S+$", (ROOT / "requirements.txt").read_text(), re.M)
+def last(instruction: str) -> str:
+    return [args for name, args in instructions() if name == instruction][-1]
+
+
+def in_checkout(image_path: str) -> Path:
+    """A path inside the image under /srv/app, as the file it is in this checkout."""
+    return ROOT / Path(image_path).relative_to(IMAGE_ROOT)
+
+
+def image_env() -> dict[str, str]:
+    env = {}
+    for args in (args for name, args in instructions() if name == "ENV"):
+        env.update(dict(re.findall(r"(\w+)=(\S+)", args)))
+    return env
+
+
+def test_dockerfile_base_is_a_build_argument():
+    args = dict(arg.split("=", 1) for name, arg in instructions() if name == "ARG" and "=" in arg)
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")  # what users get without build args
+    assert last("FROM") == "${PYTHON_IMAGE}"
+    assert args["WEIGHTS"] == "official" and args["TORCH_VARIANT"] == "default"
+    # OCI-format builds (Podman's default) ignore SHELL: every RUN must be plain sh, which
+    # `make container-test` proves by building in that format.
+    assert "SHELL" not in {name for name, _ in instructions()}
 
 
 def test_dockerfile_runtime_settings():
-    text = dockerfile()
-    users = re.findall(r"^USER (\S+)", text, re.M)
-    assert users and users[-1].split(":")[0] not in ("root", "0")
-    command = r'^CMD \["torchserve", "--foreground", "--ncs", "--log-config", "/srv/app/config/log4j2.xml"\]'
-    assert re.search(command, text, re.M)
-    assert "TS_CONFIG_FILE=/srv/app/deploy/docker/config.properties" in text
-    assert re.search(r'HEALTHCHECK .*\n\s+CMD \["python", "/srv/app/deploy/docker/probe.py", "ready"\]', text)
-    exposed = {int(p) for p in re.search(r"^EXPOSE (.+)$", text, re.M).group(1).split()}
+    user = last("USER").split(":")[0]
+    assert user not in ("root", "0") and int(user) == k8s_objects()["Deployment"]["spec"]["template"]["spec"][
+        "securityContext"]["runAsUser"]
+    assert json.loads(last("ENTRYPOINT"))[0] == "tini"  # signals reach the whole process group
+    command = json.loads(last("CMD"))
+    assert command[:3] == ["torchserve", "--foreground", "--ncs"]
+    assert in_checkout(command[command.index("--log-config") + 1]).is_file()
+    env = image_env()
+    assert in_checkout(env["TS_CONFIG_FILE"]) == CONFIGS["docker"]
+    assert env["PYTHONPATH"] == str(IMAGE_ROOT)  # the probe imports service.client from there
+    healthcheck = json.loads(last("HEALTHCHECK").split(" CMD ", 1)[1])
+    assert healthcheck[0] == "python" and healthcheck[2] == "ready" and in_checkout(healthcheck[1]).is_file()
+    exposed = {int(port) for port in last("EXPOSE").split()}
     props = read_properties(CONFIGS["docker"])
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props_port(props[key]) in exposed
@@ -166,13 +232,36 @@ def test_kustomization_lists_existing_files():
 
 
 def test_every_manifest_has_the_basics():
-    for kind, obj in k8s_objects().items():
-        assert obj["apiVersion"] and obj["metadata"]["name"] == "image-classifier", kind
-        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "image-classifier", kind
-        assert "spec" in obj, kind
-    assert set(k8s_objects()) == {
-        "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"
+    objects = k8s_objects()
+    assert set(objects) == {
+        "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap"
     }
+    for kind, obj in objects.items():
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "image-classifier", kind
+        if kind != "ConfigMap":
+            assert obj["metadata"]["name"] == "image-classifier", kind
+            assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "image-classifier", kind
+
+
+@pytest.mark.parametrize("version", supported_kubernetes())
+def test_manifests_match_the_kubernetes_schemas(version):
+    """Every object `kubectl apply -k` applies, against that version's OpenAPI schema, strictly
+    (unknown fields are errors, as with `kubectl apply --validate=strict`)."""
+    for obj in render_kustomization():
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_schema_validation_catches_mistakes():
+    """The check above can fail: a misspelt field and a wrong type are refused."""
+    version = supported_kubernetes()[-1]
+    dep = k8s_objects()["Deployment"]
+    dep["spec"]["template"]["spec"]["terminationGracePeriod"] = 45
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, version, strict=True)
+    dep = k8s_objects()["Deployment"]
+    dep["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, version, strict=True)
 
 
 def deployment() -> tuple[dict, dict]:
@@ -225,10 +314,7 @@ def test_probes_point_at_real_endpoints():
         assert probe["path"] == "/ping"  # TorchServe's health endpoint on the inference port
         assert ports[probe["port"]] == props_port(props["inference_address"])
     command = container["readinessProbe"]["exec"]["command"]
-    script = Path(command[1])
-    assert script.parts[:3] == ("/", "srv", "app")  # COPY . . puts the repository at /srv/app
-    assert (ROOT / script.relative_to("/srv/app")).is_file()
-    assert command[2] == "ready"
+    assert command[0] == "python" and in_checkout(command[1]).is_file() and command[2] == "ready"
     assert read_properties(CONFIGS["k8s"])["disable_token_authorization"] == "true"  # httpGet has no token
 
 
@@ -239,30 +325,46 @@ def test_config_is_mounted_where_ts_config_file_points():
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     config_mount = next(name for name, path in mounts.items() if str(config_path.parent) == path)
-    generated = yaml.safe_load((K8S / "kustomization.yaml").read_text())["configMapGenerator"][0]
-    assert volumes[config_mount]["configMap"]["name"] == generated["name"]
-    assert config_path.name in generated["files"]
+    config_map = k8s_objects()["ConfigMap"]
+    assert volumes[config_mount]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert config_map["data"][config_path.name] == CONFIGS["k8s"].read_text()
     # read-only root filesystem: TorchServe's run directory and /tmp are writable volumes
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"/srv/run", "/tmp"} <= set(mounts.values())
 
 
+def model_config() -> dict:
+    return yaml.safe_load(MODEL_CONFIG.read_text())
+
+
+def pod_workers(cpus: float) -> int:
+    """Workers TorchServe starts in a pod of `cpus` cores: the archive's maxWorkers, else one per core."""
+    return model_config().get("maxWorkers") or int(cpus)
+
+
+def check_pod_sizing(resources: dict) -> None:
+    """Guaranteed QoS (requests == limits), whole cores (one worker per core when the archive sets
+    no count), at least a core per worker, and the handler's threads within the cores."""
+    assert resources["requests"] == resources["limits"]
+    cpus = float(resources["requests"]["cpu"])
+    assert cpus == int(cpus) >= 1, "whole cores: the static CPU manager pins only whole cores"
+    assert cpus >= pod_workers(cpus)
+    threads = model_config().get("handler", {}).get("intra_op_threads", "shared")
+    assert threads in ("shared", "auto") or pod_workers(cpus) * int(threads) <= cpus
+    memory = resources["requests"]["memory"]
+    assert re.fullmatch(r"\d+Gi", memory) and int(memory[:-2]) >= 2  # measured ~1.6 GB per 2-worker pod
+
+
 def test_resources_sized_and_hpa_on_cpu():
     objects = k8s_objects()
     _, container = deployment()
-    resources = container["resources"]
-    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
-    assert resources["requests"] == resources["limits"]  # Guaranteed QoS
-    # ~1 core per worker at full load; without maxWorkers TorchServe starts one worker per core.
-    workers = yaml.safe_load((ROOT / "config" / "model-config.yaml").read_text()).get("maxWorkers")
-    assert float(resources["requests"]["cpu"]) >= (workers or 1)
+    check_pod_sizing(container["resources"])
     hpa = objects["HorizontalPodAutoscaler"]["spec"]
     assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
     (metric,) = hpa["metrics"]
     assert metric["resource"]["name"] == "cpu" and 0 < metric["resource"]["target"]["averageUtilization"] <= 100
     security = objects["Deployment"]["spec"]["template"]["spec"]["securityContext"]
-    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
-    assert re.search(r"--uid 10001\b", dockerfile())
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == int(last("USER").split(":")[0])
 
 
 # ---- KServe ------------------------------------------------------------------------------
@@ -274,14 +376,34 @@ def test_inference_service():
     model = isvc["spec"]["predictor"]["model"]
     assert model["modelFormat"]["name"] == "pytorch" and model["runtime"] == "kserve-torchserve"
     assert model["protocolVersion"] in ("v1", "v2") and model["storageUri"]
-    assert model["resources"]["requests"] == deployment()[1]["resources"]["requests"]
+    check_pod_sizing(model["resources"])
+    assert model["resources"] == deployment()[1]["resources"]  # one pod sized as in deploy/k8s
     props = read_properties(CONFIGS["kserve"])
     assert props["model_store"] == "/mnt/models/model-store"
     assert props["inference_address"] == props["management_address"] == "http://0.0.0.0:8085"
 
 
+def test_kserve_model_snapshot_matches_the_archive():
+    """KServe's wrapper registers the model from model_snapshot; its batching and workers are the
+    archive's (config/model-config.yaml), workers one per core of the InferenceService's pod."""
+    (isvc,) = load_all(KSERVE / "inferenceservice.yaml")
+    cpus = float(isvc["spec"]["predictor"]["model"]["resources"]["requests"]["cpu"])
+    snapshot = json.loads(read_properties(CONFIGS["kserve"])["model_snapshot"])
+    (versions,) = snapshot["models"].values()
+    (entry,) = versions.values()
+    config = model_config()
+    for key in ("batchSize", "maxBatchDelay", "responseTimeout"):
+        assert entry[key] == config[key], key
+    assert entry["minWorkers"] == config.get("minWorkers", pod_workers(cpus))
+    assert entry["maxWorkers"] == pod_workers(cpus)
+
+
 def test_kserve_image_entrypoint():
-    text = (KSERVE / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=image-classifier:latest" in text
-    assert (KSERVE / "entrypoint.sh").stat().st_mode & 0o111
-    assert "COPY entrypoint.sh" in text
+    steps = instructions(KSERVE / "Dockerfile")
+    args = dict(arg.split("=", 1) for name, arg in steps if name == "ARG" and "=" in arg)
+    assert args["BASE_IMAGE"] == "image-classifier:latest"  # the root Dockerfile's image
+    assert [arg for name, arg in steps if name == "FROM"] == ["${BASE_IMAGE}"]
+    (copy,) = [arg.split() for name, arg in steps if name == "COPY"]
+    assert (KSERVE / copy[0]).stat().st_mode & 0o111  # executable in the build context
+    (entrypoint,) = [json.loads(arg) for name, arg in steps if name == "ENTRYPOINT"]
+    assert copy[1] in entrypoint

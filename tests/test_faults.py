@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from service.photos import grace_hopper
-from scripts.serve import PID_FILE, TORCHSERVE_PID_FILE, TorchServe, group_members, running_pid
+from service.processes import PID_FILE, group_members, running_pid
+from service.server import TORCHSERVE_PID_FILE, TorchServe
 from tests.conftest import MODEL, ROOT
 
 pytestmark = pytest.mark.server
@@ -29,13 +30,13 @@ def own_server(model_store, tmp_path_factory):
         yield server
 
 
-def ready_workers(client) -> dict[int, str]:
+def worker_status(client) -> dict[int, str]:
     return {w["pid"]: w["status"] for v in client.describe_model(MODEL).json() for w in v["workers"]}
 
 
 def test_sigkill_a_worker_under_load(own_server, output_dir):
     client = own_server.client()
-    before = ready_workers(client)
+    before = worker_status(client)
     assert len(before) == 2 and set(before.values()) == {"READY"}
     url = f"{own_server.endpoints.inference}/predictions/{MODEL}"
     headers = {"Authorization": f"Bearer {client.keys['inference']}", "Content-Type": "image/jpeg"}
@@ -64,7 +65,7 @@ def test_sigkill_a_worker_under_load(own_server, output_dir):
     os.kill(victim, signal.SIGKILL)
     replaced_after = None
     while time.monotonic() - killed_at < 60:
-        workers = ready_workers(client)
+        workers = worker_status(client)
         if victim not in workers and list(workers.values()).count("READY") == 2:
             replaced_after = time.monotonic() - killed_at
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import torch
 import yaml
 from ts.context import Context, RequestProcessor
 
-from handler.torchserve_handler import ImageClassifierHandler, intra_op_threads
+from handler import cores, torchserve_handler
+from handler.settings import DEFAULTS
+from handler.torchserve_handler import ImageClassifierHandler
 from service.photos import photos
 from tests.conftest import MODEL
 
@@ -45,16 +48,17 @@ def run_batch(handler_and_context, requests: list[dict], headers: list[dict] | N
     return [(context.get_response_status(i)[0] or 200, json.loads(a)) for i, a in enumerate(answers)]
 
 
-def record_threads(monkeypatch, handler: ImageClassifierHandler, method: str) -> list[int]:
-    """The intra-op thread count at each call of one of the handler's methods, from now on."""
+def record_threads(monkeypatch, owner: object, name: str) -> list[int]:
+    """The intra-op thread count at each call of a function (a handler method, or a module's
+    function the handler calls), from now on."""
     seen: list[int] = []
-    original = getattr(handler, method)
+    original = getattr(owner, name)
 
     def spy(*args):
         seen.append(torch.get_num_threads())
         return original(*args)
 
-    monkeypatch.setattr(handler, method, spy)
+    monkeypatch.setattr(owner, name, spy)
     return seen
 
 
@@ -90,45 +94,37 @@ def test_answers_do_not_depend_on_batch_mates(handler_and_context):
         assert all(abs(x["probability"] - y["probability"]) < 1e-4 for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.parametrize(
-    "setting, workers, cores, expected",
-    [("auto", 2, 2, 1), ("auto", 1, 2, 2), ("auto", 4, 2, 1), ("auto", 3, 16, 5), (None, 2, 8, 4), (3, 2, 2, 3)],
-)
-def test_threads_never_oversubscribe_in_auto(setting, workers, cores, expected):
-    assert intra_op_threads(setting, workers, cores) == expected
-
-
 def test_shared_cores_decode_on_one_thread_and_run_the_model_on_the_free_ones(model_store, tmp_path, monkeypatch):
     """intra_op_threads: shared. Decoding holds one core, so it must run on one thread even right
     after a forward pass that used every core (stale threads spin-wait on cores other workers
     use: measured 185 -> 235 int8 requests/s at 16 clients); the forward pass of a lone worker
     then takes every core."""
-    from handler import torchserve_handler
-
-    if torchserve_handler.available_cores() < 2:
+    if cores.available_cores() < 2:
         pytest.skip("needs 2 cores")
     handler, context = load_handler(model_store, tmp_path, intra_op_threads="shared")
-    assert handler.budget is not None
-    seen = {name: record_threads(monkeypatch, handler, name) for name in ("decode", "predict")}
+    assert handler.threads.budget is not None
+    # Other programs on this machine must not step the passes back here: that rule has its own tests.
+    monkeypatch.setattr(cores, "run_queue_wait_ns", lambda: 0)
+    seen = {"decode": record_threads(monkeypatch, torchserve_handler, "model_input"),
+            "predict": record_threads(monkeypatch, handler, "inference")}
     image = photos()["chelsea"].read_bytes()
     for _ in range(2):
         statuses = [s for s, _ in run_batch((handler, context), [{"body": image}, {"body": image}])]
         assert statuses == [200, 200]
     assert seen["decode"] == [1, 1, 1, 1]
-    assert seen["predict"] == [torchserve_handler.available_cores()] * 2
+    assert seen["predict"] == [cores.available_cores()] * 2
 
 
 def test_shared_cores_step_back_from_a_core_another_program_keeps_busy(model_store, tmp_path, monkeypatch):
     """Busy programs beside the server take no core locks. A forward pass on every core then
     waits at each op for the thread parked behind them (measured 20 -> 320-480 ms a pass), so
     the worker must drop to fewer threads, and take every core again once they are gone."""
-    from handler import torchserve_handler
-
-    n = torchserve_handler.available_cores()
+    n = cores.available_cores()
     if n < 2:
         pytest.skip("needs 2 cores")
     handler, context = load_handler(model_store, tmp_path, intra_op_threads="shared")
-    threads_seen = record_threads(monkeypatch, handler, "predict")
+    budget = handler.threads.budget
+    threads_seen = record_threads(monkeypatch, handler, "inference")
     image = [{"body": photos()["chelsea"].read_bytes()}]
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n - 1)]
     try:
@@ -139,46 +135,15 @@ def test_shared_cores_step_back_from_a_core_another_program_keeps_busy(model_sto
             process.kill()
             process.wait()
     assert threads_seen[0] == n and threads_seen[-1] < n, threads_seen
-    assert handler.budget.ceiling < n and handler.budget.retry_at > 0
+    assert budget.ceiling < n and budget.retry_at > 0
     # Quiet again: the next retry finds the cores free (retries are due at once here).
     threads_seen.clear()
     deadline = time.monotonic() + 30
-    while handler.budget.ceiling < n and time.monotonic() < deadline:
-        handler.budget.retry_at = 0.0
+    while budget.ceiling < n and time.monotonic() < deadline:
+        budget.retry_at = 0.0
         assert run_batch((handler, context), image)[0][0] == 200
-    assert handler.budget.ceiling == n, threads_seen
+    assert budget.ceiling == n, threads_seen
     assert run_batch((handler, context), image)[0][0] == 200 and threads_seen[-1] == n
-
-
-def test_core_ceiling_backs_off_while_crowded_and_recovers(tmp_path, monkeypatch):
-    """The ceiling's rules on a scripted run-queue clock: one crowded pass is not enough (bursts
-    happen on a quiet machine), two are; retries come after 1, 2, 4... s; a clean retry restores."""
-    from handler import cores
-
-    clock = {"now": 100.0, "wait_ns": 0}
-    monkeypatch.setattr(cores.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(cores, "run_queue_wait_ns", lambda: clock["wait_ns"])
-    budget = cores.CoreBudget(tmp_path, 2)
-
-    def forward_pass(wait_share: float, seconds: float = 0.1) -> int:
-        budget.acquire_one()
-        threads = budget.grow()
-        clock["now"] += seconds
-        clock["wait_ns"] += int(wait_share * seconds * 1e9) if threads > 1 else 0
-        budget.release()
-        return threads
-
-    assert forward_pass(0.9) == 2 and budget.ceiling == 2  # one burst: still every core
-    assert forward_pass(0.0) == 2 and forward_pass(0.95) == 2 and budget.ceiling == 2
-    assert forward_pass(0.95) == 2 and budget.ceiling == 1  # crowded twice in a row
-    assert [forward_pass(0.95) for _ in range(5)] == [1] * 5  # no retry before 1 s
-    clock["now"] += 1.0
-    assert forward_pass(0.95) == 2 and budget.ceiling == 1  # the retry, still crowded
-    clock["now"] += 1.0
-    assert forward_pass(0.95) == 1  # next retry only after 2 s
-    clock["now"] += 1.5
-    assert forward_pass(0.0) == 2 and budget.ceiling == 2  # the other program is gone
-    assert forward_pass(0.0) == 2 and budget.retry_after == cores.RETRY_SECONDS[0]
 
 
 def test_describe_request_in_a_batch_answers_only_itself(handler_and_context):
@@ -193,3 +158,41 @@ def test_describe_request_in_a_batch_answers_only_itself(handler_and_context):
     assert description["serving"] is True and description["problem"] is None
     assert description["classes"] == 1000 and description["settings"]["max_image_bytes"] == 30 * 2**20
     assert results[0][1]["predictions"] == results[2][1]["predictions"]
+
+
+def test_kserve_requests_get_answers_and_errors_in_their_own_shape(handler_and_context, monkeypatch):
+    """Each request is parsed once, at the start: its protocol shapes its answer and its error
+    (here a v2 request whose image is not base64), and a v2 request without its own id gets
+    TorchServe's request id."""
+    from handler import request as request_module
+
+    b64 = base64.b64encode(photos()["chelsea"].read_bytes()).decode()
+    v2_input = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}
+    requests = [
+        {"body": {"id": "mine", "inputs": [v2_input]}},
+        {"body": {"inputs": [{**v2_input, "data": ["@@@"]}]}},
+        {"body": {"instances": [{"data": b64}], "topk": 2}},
+        {"body": {"inputs": [v2_input]}},
+    ]
+    _, context = handler_and_context
+    monkeypatch.setattr(context, "request_ids", {i: f"ts-{i}" for i in range(len(requests))})
+    body_reads = record_threads(monkeypatch, request_module, "json_body")
+    (s0, a0), (s1, a1), (s2, a2), (s3, a3) = run_batch(handler_and_context, requests)
+    assert len(body_reads) == len(requests), "each request's body is read once"
+    assert s0 == 200 and a0["id"] == "mine" and [o["name"] for o in a0["outputs"]] == ["label", "index", "probability"]
+    assert s1 == 400 and a1["type"] == "InvalidBase64" and a1["error"] == a1["message"]
+    assert s2 == 200 and len(a2["predictions"]) == 1 and len(a2["predictions"][0]) == 2
+    assert s3 == 200 and a3["id"] == "ts-3"
+
+
+def test_settings_come_from_the_archive_yaml_and_a_wrong_one_is_named(model_store, tmp_path, handler_and_context):
+    handler, _ = handler_and_context
+    described = run_batch(handler_and_context, [{}], [{"describe": "True"}])[0][1]
+    assert described["settings"] == handler.settings.to_dict()
+    assert described["settings"]["intra_op_threads"] == "shared" and described["settings"]["topk"] == DEFAULTS.topk
+    custom = load_handler(model_store, tmp_path / "custom", topk=5, intra_op_threads=1)
+    assert custom[0].threads.budget is None and custom[0].threads.threads == 1
+    image = photos()["chelsea"].read_bytes()
+    assert len(run_batch(custom, [{"body": image}])[0][1]["predictions"]) == 5
+    with pytest.raises(ValueError, match="handler setting max_pixels must be a whole number >= 1, got -1"):
+        load_handler(model_store, tmp_path / "bad", max_pixels=-1)

@@ -23,10 +23,11 @@ from PIL import Image, ImageFile
 from handler.errors import RequestError
 from handler.images import MAX_ASPECT_RATIO, decode_image
 from handler.model_card import Preprocessing
-from handler.payload import image_bytes
-from handler.preprocess import to_tensor
+from handler.preprocess import decode_for_model, to_tensor
+from handler.request import Limits, parse_request
+from handler.settings import DEFAULTS
 
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = DEFAULTS.max_pixels
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,11 @@ def as_torchserve_request(case: Case) -> dict:
 
 
 def decode(case: Case) -> Image.Image:
-    return decode_image(image_bytes(as_torchserve_request(case)), MAX_PIXELS, min_side=512)
+    """What the handler does with this upload: parse the request, then decode its image for the model."""
+    parsed = parse_request(as_torchserve_request(case), {}, Limits(DEFAULTS.topk, 1000, DEFAULTS.max_image_bytes))
+    if parsed.error is not None:
+        raise parsed.error
+    return decode_for_model(parsed.images[0], Preprocessing(), MAX_PIXELS)
 
 
 @pytest.mark.parametrize("case", bad_inputs(), ids=lambda c: c.name)
@@ -230,6 +235,25 @@ def test_pixel_limit_is_checked_from_the_header_with_the_limit_in_the_message():
     with pytest.raises(RequestError) as raised:
         decode_image(_save(_photo((300, 200)), "PNG"), max_pixels=50_000)
     assert raised.value.status == 413 and "50000" in raised.value.message and "300x200" in raised.value.message
+
+
+@pytest.mark.parametrize("side", [260, 400])  # over max_pixels (Pillow warns) / over twice it (Pillow refuses)
+def test_pillows_own_pixel_guard_uses_max_pixels(side):
+    """Pillow's decompression-bomb guard is set to max_pixels, so it and our message name one limit:
+    an image between max_pixels and Pillow's own default limit (89 MP) is refused, naming max_pixels."""
+    max_pixels = 50_000
+    with pytest.raises(RequestError) as raised:
+        decode_image(_save(_photo((side, side)), "PNG"), max_pixels=max_pixels)
+    assert Image.MAX_IMAGE_PIXELS == max_pixels, "Pillow's guard is on, at max_pixels"
+    assert raised.value.status == 413 and raised.value.kind == "ImageTooLarge"
+    assert f"the limit is {max_pixels} pixels" in raised.value.message
+
+
+def test_pillows_guard_does_not_refuse_what_max_pixels_allows():
+    """A max_pixels above Pillow's default: an image between the two is decoded, not refused."""
+    Image.MAX_IMAGE_PIXELS = 10_000  # as another caller may have left it
+    assert decode_image(_save(_photo((300, 200)), "PNG"), max_pixels=60_000).size == (300, 200)
+    decode_image(jpeg(), MAX_PIXELS)  # leave the module's limit as the rest of the suite expects
 
 
 def test_bomb_is_refused_before_decoding():

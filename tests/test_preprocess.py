@@ -11,7 +11,8 @@ from torchvision.models import ResNet18_Weights
 
 from handler.images import decode_image
 from handler.model_card import Preprocessing
-from handler.preprocess import to_tensor
+from handler.preprocess import model_input, to_tensor
+from handler.settings import DEFAULTS
 from scripts.build_archive import preprocessing_of
 from service.photos import photos
 
@@ -28,7 +29,7 @@ def test_equals_torchvision_transforms(name):
     path = photos()[name]
     spec = preprocessing_of(WEIGHTS)
     expected = WEIGHTS.transforms()(Image.open(path).convert("RGB"))
-    actual = to_tensor(decode_image(path.read_bytes(), max_pixels=50_000_000, min_side=2 * spec.resize), spec)
+    actual = model_input(path.read_bytes(), spec, DEFAULTS.max_pixels)
     assert actual.shape == (3, 224, 224)
     assert torch.equal(actual, expected), f"max diff {(actual - expected).abs().max()}"
 
@@ -40,7 +41,7 @@ def test_non_square_and_portrait_crop_center():
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     spec = Preprocessing()
-    tensor = to_tensor(decode_image(buffer.getvalue(), 50_000_000), spec)
+    tensor = to_tensor(decode_image(buffer.getvalue(), DEFAULTS.max_pixels), spec)
     expected = WEIGHTS.transforms()(image)
     assert torch.equal(tensor, expected)
     middle = tensor[:, 112, 112] * torch.tensor(spec.std) + torch.tensor(spec.mean)

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
-from scripts import build_archive
+from service.client import Settings
 from service.photos import grace_hopper, photos
-from scripts.serve import read_properties
-from scripts.soak import soak
-from tests.conftest import MODEL, ROOT
+from service.properties import read_properties
+from service.soak import soak
+from tests.conftest import MODEL, ROOT, SERVED
 from tests.test_images import Case, bad_inputs, good_inputs
 from tests.test_server import assert_same_predictions, expected_predictions
+from ui.logic import classify
 
 pytestmark = pytest.mark.server
 
@@ -61,9 +61,9 @@ def test_hostile_corpus_interleaved_with_good_images(torchserve, client, local_m
         if case.status == 200:
             assert answer["predictions"], case.name
             if case is good_photo:
-                assert_same_predictions(answer["predictions"], expected_predictions(local_model, photo, 3))
+                assert_same_predictions(answer["predictions"], expected_predictions(local_model, photo))
             elif case.content_type.startswith("image/"):
-                assert_same_predictions(answer["predictions"], expected_predictions(local_model, case.body, 3))
+                assert_same_predictions(answer["predictions"], expected_predictions(local_model, case.body))
         else:
             assert answer["code"] == case.status and answer["type"] == case.kind, (case.name, answer)
             assert never_echoes(case.body, answer["message"]), case.name
@@ -90,7 +90,7 @@ def test_upload_over_the_size_limit_is_a_413_that_names_the_limit(torchserve, cl
     """An image over the handler's max_image_bytes gets a 413 JSON answer with the limit in it, raw
     or base64 (the frontend's max_request_size leaves room for base64's 4/3). Only a body over the
     frontend's cap gets Netty's bare 413 with an empty body (TorchServe cannot word that one)."""
-    limit = yaml.safe_load(build_archive.DEFAULT_MODEL_CONFIG.read_text())["handler"]["max_image_bytes"]
+    limit = SERVED.max_image_bytes
     frontend_cap = int(read_properties(torchserve.config_file)["max_request_size"])
     assert frontend_cap >= limit * 4 // 3 + 2**20, "a base64 image at the limit must reach the handler"
     url = f"{torchserve.endpoints.inference}/predictions/{MODEL}"
@@ -113,20 +113,19 @@ def test_upload_over_the_size_limit_is_a_413_that_names_the_limit(torchserve, cl
 
 def test_form_urlencoded_gets_a_500_from_the_frontend_and_our_clients_never_send_it(torchserve, client):
     """curl --data-binary without -H sends application/x-www-form-urlencoded: TorchServe's frontend
-    tries to parse the photo as a form and fails with a 500 before the handler runs."""
+    tries to parse the photo as a form and fails with a 500 before the handler runs. Our client and
+    the UI (which sends through it) get 200 whatever the file is called, so they never send that type."""
     url = f"{torchserve.endpoints.inference}/predictions/{MODEL}"
     auth = {"Authorization": f"Bearer {client.keys['inference']}"}
     data = grace_hopper().read_bytes()
     response = requests.post(url, data=data, headers={**auth, "Content-Type": "application/x-www-form-urlencoded"},
                              timeout=60)
     assert response.status_code == 500
-    prepared = client.session.prepare_request(requests.Request("POST", url, data=data,
-                                                               headers={"Content-Type": "image/jpeg"}))
-    assert prepared.headers["Content-Type"] == "image/jpeg"
-    for filename in ("photo.jpg", "photo.png", "photo.heic", "photo"):  # our client always sets a real type
-        assert client.predict(MODEL, data, filename=filename).status_code == 200
-    sources = "\n".join(p.read_text() for p in [ROOT / "scripts" / "client.py", *sorted((ROOT / "ui").glob("*.py"))])
-    assert "x-www-form-urlencoded" not in sources.replace("(never form-urlencoded)", "")
+    settings = Settings(torchserve.endpoints, key_file=torchserve.key_file)
+    for filename in ("photo.jpg", "photo.png", "photo.heic", "photo", "notes.txt", "form.x-www-form-urlencoded"):
+        assert client.predict(MODEL, data, filename=filename).status_code == 200, filename
+        outcome = classify(client, settings, data, filename, SERVED.topk)
+        assert outcome.ok and len(outcome.predictions) == SERVED.topk, (filename, outcome.error)
 
 
 def test_readme_curl_examples(torchserve, tmp_path):
@@ -139,14 +138,15 @@ def test_readme_curl_examples(torchserve, tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    assert [len(a["predictions"]) for a in answers] == [3, 5, 5, 3]
+    assert [len(a["predictions"]) for a in answers] == [SERVED.topk, 5, 5, SERVED.topk]
     assert len({a["predictions"][0]["label"] for a in answers}) == 1
 
 
 def test_overload_soak_sheds_with_503_and_recovers(torchserve, client, output_dir):
     """About twice the measured capacity: all answered (200 or a fast 503), same workers, latency back."""
     duration = float(os.environ.get("SOAK_SECONDS", "20"))
-    figures = soak(client, MODEL, duration=duration, factor=2.0, measure=6, clients=4, timeout=60)
+    figures = soak(client, grace_hopper().read_bytes(), MODEL, duration=duration, factor=2.0, measure=6, clients=4,
+                   timeout=60, log=print)
     (output_dir / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
     overload = figures["overload"]
     assert overload["unanswered"] == 0 and overload["requests"] == overload["sent"]
@@ -167,4 +167,4 @@ def test_photos_still_right_after_everything(client, local_model):
         data = Path(path).read_bytes()
         response = client.predict(MODEL, data, filename=Path(path).name)
         assert response.status_code == 200
-        assert_same_predictions(response.json()["predictions"], expected_predictions(local_model, data, 3))
+        assert_same_predictions(response.json()["predictions"], expected_predictions(local_model, data))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,20 +10,21 @@ import pytest
 import requests
 import torch
 
-from handler.images import decode_image
-from handler.preprocess import to_tensor
+from handler.preprocess import model_input
 from handler.topk import top_k
-from service.client import TorchServeClient
+from service.client import ready_workers
 from service.photos import grace_hopper, photos
-from scripts.serve import TorchServe, running_pid
-from tests.conftest import MODEL
+from service.processes import running_pid
+from service.server import TorchServe
+from tests.conftest import MODEL, SERVED
 
 pytestmark = pytest.mark.server
 
 
-def expected_predictions(local_model, data: bytes, k: int) -> list[dict]:
+def expected_predictions(local_model, data: bytes, k: int = SERVED.topk) -> list[dict]:
+    """What the archive's own model, run in this process, answers for these bytes."""
     model, card = local_model
-    tensor = to_tensor(decode_image(data, 50_000_000, 2 * card.preprocessing.resize), card.preprocessing)
+    tensor = model_input(data, card.preprocessing, SERVED.max_pixels)
     with torch.inference_mode():
         return top_k(model(tensor[None]), [k], card.labels)[0]
 
@@ -44,11 +44,11 @@ def test_predictions_on_real_photos(client, local_model):
         assert response.headers["Content-Type"].startswith("application/json")
         answer = response.json()
         predictions = answer["predictions"]
-        assert len(predictions) == 3
+        assert len(predictions) == SERVED.topk
         assert [p["probability"] for p in predictions] == sorted((p["probability"] for p in predictions), reverse=True)
         for p in predictions:
             assert 0 <= p["probability"] <= 1 and isinstance(p["label"], str) and 0 <= p["index"] < 1000
-        assert_same_predictions(predictions, expected_predictions(local_model, data, 3))
+        assert_same_predictions(predictions, expected_predictions(local_model, data))
         assert answer["model"]["name"] == MODEL and answer["model"]["version"] == "1.0"
         assert answer["model"]["weights"] == "random(seed=0)" and answer["model"]["random_weights"] is True
         assert "random weights" in answer["warning"]
@@ -116,7 +116,7 @@ def test_one_broken_image_fails_only_itself_within_a_batch(torchserve, client, l
             responses = [f.result() for f in futures]
         for data, response in zip(good, responses[:3], strict=True):
             assert response.status_code == 200, response.text
-            assert_same_predictions(response.json()["predictions"], expected_predictions(local_model, data, 3))
+            assert_same_predictions(response.json()["predictions"], expected_predictions(local_model, data))
         assert responses[3].status_code == 400 and responses[3].json()["type"] == "InvalidImage"
         batches = re.findall(r"batch of (\d+): (\d+) answered, (\d+) refused", log.read_text()[len(before):])
         if any(int(n) > 1 and int(a) >= 1 and int(r) >= 1 for n, a, r in batches):
@@ -124,45 +124,32 @@ def test_one_broken_image_fails_only_itself_within_a_batch(torchserve, client, l
     pytest.fail(f"the broken image never shared a batch with good ones: {batches}")
 
 
-def test_token_required(torchserve):
-    url = f"{torchserve.endpoints.inference}/predictions/{MODEL}"
-    data = grace_hopper().read_bytes()
-    for headers in ({}, {"Authorization": "Bearer wrong-token"}):
-        response = requests.put(url, data=data, headers={**headers, "Content-Type": "image/jpeg"}, timeout=30)
-        assert response.status_code == 400 and "InvalidKeyException" in response.text
-        response = requests.get(f"{torchserve.endpoints.management}/models", headers=headers, timeout=30)
-        assert response.status_code == 400 and "InvalidKeyException" in response.text
-    inference_key_on_management = TorchServeClient(torchserve.endpoints)
-    inference_key_on_management.keys = {"management": TorchServeClient(torchserve.endpoints,
-                                                                       torchserve.key_file).keys["inference"]}
-    assert inference_key_on_management.list_models().status_code == 400
-
-
-def test_model_api_is_off(torchserve, client):
-    response = client._call("management", "POST", f"{torchserve.endpoints.management}/models",
-                            params={"url": "resnet18.mar"})
-    assert response.status_code == 405
-
-
 def test_scale_workers_up_and_down(client):
-    def ready_workers() -> list[dict]:
-        return [w for w in client.describe_model(MODEL).json()[0]["workers"] if w["status"] == "READY"]
+    """ready_workers counts what the server's start, the UI and the container probe wait for."""
+    def version() -> dict:
+        return client.describe_model(MODEL).json()[0]
 
-    assert len(ready_workers()) == 1
+    assert ready_workers(version()) == (1, 1)
     assert client.scale_workers(MODEL, 2).status_code == 200
-    workers = ready_workers()
-    assert len(workers) == 2 and all(psutil.pid_exists(w["pid"]) for w in workers)
+    assert ready_workers(version()) == (2, 2)
+    assert all(psutil.pid_exists(w["pid"]) for w in version()["workers"])
     assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
     assert client.scale_workers(MODEL, 1).status_code == 200
-    assert len(ready_workers()) == 1
+    assert ready_workers(version()) == (1, 1)
 
 
 def test_prometheus_metrics(client):
-    client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg")
-    response = client.metrics()
-    assert response.status_code == 200 and "text/plain" in response.headers["Content-Type"]
-    match = re.search(r'^ts_inference_requests_total\{model_name="resnet18".*\} (\d+\.\d+)$', response.text, re.M)
-    assert match and float(match.group(1)) >= 1
+    def requests_counted() -> float:
+        response = client.metrics()
+        assert response.status_code == 200 and "text/plain" in response.headers["Content-Type"]
+        pattern = rf'^ts_inference_requests_total\{{model_name="{MODEL}".*\}} (\d+\.\d+)$'
+        match = re.search(pattern, response.text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    before = requests_counted()
+    for _ in range(2):
+        assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
+    assert requests_counted() >= before + 2
 
 
 def test_logs_one_line_per_request_and_one_per_batch(torchserve, client):
@@ -192,7 +179,6 @@ def test_clean_stop_and_restart(model_store, tmp_path):
     server.start()  # no stale state blocks the next start
     try:
         server.wait_ready()
-        assert server.client().predict(MODEL, io.BytesIO(grace_hopper().read_bytes()).read(),
-                                       filename="p.jpg").status_code == 200
+        assert server.client().predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
     finally:
         server.stop()

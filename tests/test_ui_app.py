@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +21,11 @@ import requests
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from handler.settings import DEFAULTS
 from service.client import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
 from service.photos import grace_hopper, phone_photo_jpeg, photos
-from scripts.serve import TorchServe, free_port
-from tests.conftest import ROOT
+from service.server import TorchServe, free_port
+from tests.conftest import MODEL, ROOT
 from ui.logic import classify, percent, server_state
 
 APP = str(ROOT / "ui" / "app.py")
@@ -91,20 +94,20 @@ def test_server_down_says_how_to_start_it(monkeypatch, tmp_path):
 
 
 @pytest.mark.server
-def test_good_answer_shows_model_workers_and_top3(monkeypatch, torchserve):
+def test_good_answer_shows_model_workers_and_labels(monkeypatch, torchserve):
     point_at(monkeypatch, torchserve.endpoints, torchserve.key_file)
     at = run_app()
     assert at.title[0].value == "Image classifier"
     assert at.sidebar.success[0].value == "TorchServe is reachable"
     sidebar = "\n".join(m.value for m in at.sidebar.markdown)
-    assert "`resnet18` version `1.0`" in sidebar and "random(seed=0)" in sidebar
+    assert f"`{MODEL}` version `1.0`" in sidebar and "random(seed=0)" in sidebar
     assert re.search(r"\*\*Workers:\*\* \d+ ready \(max \d+\)", sidebar)  # other tests may scale workers
     assert "random weights" in at.sidebar.warning[0].value  # the server's own warning
     assert "mean nothing" in at.main.warning[0].value
 
     upload(at, grace_hopper())
     bars = at.get("progress")
-    assert len(bars) == 3
+    assert len(bars) == DEFAULTS.topk  # the slider starts at the handler's default
     assert [b.value for b in bars] == sorted((b.value for b in bars), reverse=True)
     assert all(b.text.startswith(f"{i}. **") and b.text.endswith("%") for i, b in enumerate(bars, start=1))
     assert not at.main.error
@@ -123,7 +126,7 @@ def test_bad_file_gets_its_own_error_and_the_others_their_results(monkeypatch, t
     at = upload(run_app(), ("notes.jpg", b"this is a text file, not a photo"), photos()["chelsea"])
     errors = [e.value for e in at.main.error]
     assert len(errors) == 1 and "**notes.jpg** is not an image" in errors[0]
-    assert len(at.get("progress")) == 3
+    assert len(at.get("progress")) == DEFAULTS.topk
     assert "Traceback" not in rendered_text(at)
 
 
@@ -134,7 +137,7 @@ def test_large_phone_photo_is_sent_as_it_is(monkeypatch, torchserve):
     photo = phone_photo_jpeg(12)
     assert len(photo) > 1_000_000
     at = upload(run_app(), ("phone.jpg", photo))
-    assert len(at.get("progress")) == 3 and not at.main.error
+    assert len(at.get("progress")) == DEFAULTS.topk and not at.main.error
 
 
 # --- answers a healthy server will not give on demand: a stub --------------------------------------
@@ -248,7 +251,7 @@ def test_settings_default_to_make_run(monkeypatch):
     for name in ("TS_INFERENCE_URL", "TS_MANAGEMENT_URL", "TS_KEY_FILE", "TS_MODEL", "TS_INFERENCE_KEY"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env()
-    assert settings.endpoints == Endpoints() and settings.model == "resnet18"
+    assert settings.endpoints == Endpoints() and settings.model == MODEL
     assert settings.key_file == DEFAULT_KEY_FILE == ROOT / "var" / "key_file.json"
     only_key = Settings.from_env({"TS_INFERENCE_KEY": "abc", "TS_MODEL": "other"})
     assert only_key.client().keys["inference"] == "abc" and only_key.model == "other"
@@ -281,9 +284,9 @@ def test_client_renews_an_expired_inference_key(short_lived_keys):
     client = settings.client()
     old_key = client.keys["inference"]
     wait_until_refused(short_lived_keys, old_key)
-    outcome = classify(client, settings, grace_hopper().read_bytes(), "grace_hopper.jpg", topk=3)
+    outcome = classify(client, settings, grace_hopper().read_bytes(), "grace_hopper.jpg", topk=DEFAULTS.topk)
     assert outcome.ok, outcome.error
-    assert len(outcome.predictions) == 3
+    assert len(outcome.predictions) == DEFAULTS.topk
     assert read_keys(short_lived_keys.key_file)["inference"] != old_key
     assert server_state(client, settings).problem is None
 
@@ -292,7 +295,24 @@ def test_client_renews_an_expired_inference_key(short_lived_keys):
 def test_page_keeps_working_past_key_expiry(monkeypatch, short_lived_keys):
     point_at(monkeypatch, short_lived_keys.endpoints, short_lived_keys.key_file)
     at = upload(run_app(), grace_hopper())
-    assert len(at.get("progress")) == 3
+    assert len(at.get("progress")) == DEFAULTS.topk
     wait_until_refused(short_lived_keys, read_keys(short_lived_keys.key_file)["inference"])
     upload(at, photos()["coffee"])
-    assert len(at.get("progress")) == 3 and not at.main.error
+    assert len(at.get("progress")) == DEFAULTS.topk and not at.main.error
+
+
+DEV_ONLY = ("matplotlib", "skimage", "pytest", "flask", "playwright")
+
+
+def test_runtime_imports_no_dev_only_package():
+    """`make run` (scripts/serve.py), the page and the client need requirements.txt alone: importing
+    them in a fresh interpreter loads none of requirements-dev.txt's packages."""
+    code = (
+        "import runpy, sys; sys.path.insert(0, '.');"
+        "import service.client, service.server, service.ui_launch, ui.logic;"
+        "runpy.run_path('scripts/serve.py'); runpy.run_path('scripts/manage.py');"
+        f"print(sorted(m for m in {DEV_ONLY!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

@@ -18,9 +18,12 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
+from handler.settings import DEFAULTS
 from service.client import read_keys
 from service.photos import grace_hopper, photos
-from scripts.serve import free_port, start_ui, stop_group
+from service.processes import stop_group
+from service.server import free_port
+from service.ui_launch import start_ui
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
@@ -114,12 +117,12 @@ def assert_no_traceback(page) -> None:
     assert "Traceback" not in page.content()
 
 
-def test_photo_gets_three_labels_with_percentages(page, torchserve, screenshots):
+def test_photo_gets_default_topk_labels_with_percentages(page, torchserve, screenshots):
     shoot(page, screenshots / "empty.png")
     drop(page, grace_hopper())
     wait_done(page, 1)
     bars = page.locator('[data-testid="stProgress"]')
-    expect(bars).to_have_count(3)
+    expect(bars).to_have_count(DEFAULTS.topk)
     texts = [t.strip() for t in bars.all_inner_texts()]
     assert all(PERCENT.search(t) for t in texts), texts
     values = [float(PERCENT.search(t).group(1).rstrip("%").lstrip("<")) for t in texts]
@@ -156,7 +159,7 @@ def test_two_photos_two_result_blocks(page, screenshots):
     # st.image's component is a lazily loaded script chunk: the caption can be on the page first
     expect(page.locator('[data-testid="stImage"] img')).to_have_count(2)
     assert all(page.locator('[data-testid="stImage"] img').evaluate_all("imgs => imgs.map(i => i.complete)"))
-    expect(page.locator('[data-testid="stProgress"]')).to_have_count(6)
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(2 * DEFAULTS.topk)
     assert_no_traceback(page)
     shoot(page, screenshots / "two-photos.png")
 
@@ -168,6 +171,6 @@ def test_bad_file_among_good_ones(page, tmp_path, screenshots):
     wait_done(page, 3)
     assert page.get_by_text("2 of 3 classified.").is_visible()
     expect(page.locator('[data-testid="stAlertContentError"]').filter(has_text="notes.jpg")).to_have_count(1)
-    expect(page.locator('[data-testid="stProgress"]')).to_have_count(6)
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(2 * DEFAULTS.topk)
     assert_no_traceback(page)
     shoot(page, screenshots / "mixed.png")

@@ -16,6 +16,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run ui/app.py` from anywhere
 
+from handler.settings import DEFAULTS  # noqa: E402
 from service.client import Settings, TorchServeClient  # noqa: E402
 from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state  # noqa: E402
 
@@ -66,7 +67,7 @@ def show_sidebar(state: ServerState, settings: Settings) -> int:
             cached_server_state.clear()
             st.rerun()
         st.divider()
-        return st.slider("Labels per photo (top-k)", min_value=1, max_value=MAX_TOPK, value=3)
+        return st.slider("Labels per photo (top-k)", min_value=1, max_value=MAX_TOPK, value=DEFAULTS.topk)
 
 
 def show_outcome(outcome: Outcome, data: bytes) -> None:

@@ -1,30 +1,26 @@
 """What the page shows, worked out without Streamlit: server state, one file's outcome, friendly messages.
 
-The page (ui/app.py) only lays these out. Every HTTP call goes through scripts/client.py,
+The page (ui/app.py) only lays these out. Every HTTP call goes through service/client.py,
 the client the scripts and tests use too; nothing here ever returns a key, so nothing the
 page renders can leak one to the browser.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import requests
-from PIL import Image, ImageOps
+from PIL import Image
 
-from service.client import Settings, TorchServeClient, is_token_error
+from handler.images import decode_image
+from handler.settings import DEFAULTS
+from service.client import Settings, TorchServeClient, is_token_error, ready_workers
+from service.photos import warm_up_jpeg
 
 START_COMMAND = "make run"
-MAX_TOPK = 10
+MAX_TOPK = 10  # the slider's end: more labels than this are not worth reading on a page
 PREVIEW_SIDE = 480
-
-try:  # iPhone photos: let the preview decode HEIC like the server does
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
-    pass
+PROBE_SIZE = (64, 64)  # the model-card probe: as cheap an inference as the server accepts
 
 
 @dataclass
@@ -133,13 +129,6 @@ def classify(client: TorchServeClient, settings: Settings, data: bytes, filename
     return Outcome(filename, predictions, answer.get("model") or {}, answer.get("warning"))
 
 
-def probe_image() -> bytes:
-    """A small generated JPEG: one cheap prediction tells the model's name, version and weights."""
-    buffer = io.BytesIO()
-    Image.radial_gradient("L").convert("RGB").resize((64, 64)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
 def server_state(client: TorchServeClient, settings: Settings) -> ServerState:
     """Ping, then one tiny prediction for the model card, then the worker count (never raises).
 
@@ -153,7 +142,7 @@ def server_state(client: TorchServeClient, settings: Settings) -> ServerState:
         return ServerState(False, down_message(settings))
     if is_token_error(ping):
         return ServerState(True, token_message(settings))
-    probe = classify(client, settings, probe_image(), "probe.jpg", topk=1)
+    probe = classify(client, settings, warm_up_jpeg(PROBE_SIZE), "probe.jpg", topk=1)
     if not probe.ok:
         return ServerState(True, probe.error)
     state = ServerState(True, None, probe.model, probe.warning)
@@ -168,7 +157,7 @@ def worker_count(client: TorchServeClient, model: str) -> tuple[int | None, int 
         if response.status_code != 200:
             return None, None
         version = response.json()[0]
-        return sum(w.get("status") == "READY" for w in version.get("workers", [])), version.get("maxWorkers")
+        return ready_workers(version)[0], version.get("maxWorkers")
     except (requests.RequestException, ValueError, KeyError, IndexError, TypeError):
         return None, None
 
@@ -180,12 +169,13 @@ def percent(probability: float) -> str:
 
 
 def preview(data: bytes) -> Image.Image | None:
-    """A small, upright thumbnail for the page (the server gets the original), or None if not an image."""
+    """A small thumbnail of what the server will see (the server gets the original), or None.
+
+    Decoded by the handler's own decode_image: the same formats (HEIC too), orientation,
+    transparency and colour handling, and a JPEG decoded at reduced size."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))  # JPEG: decode at reduced size, fast
-            image = ImageOps.exif_transpose(image)
-            image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-            return image.convert("RGB")
+        image = decode_image(data, DEFAULTS.max_pixels, min_side=PREVIEW_SIDE)
+        image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        return image
     except Exception:  # noqa: BLE001 - any undecodable file just has no preview
         return None

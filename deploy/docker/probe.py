@@ -1,37 +1,32 @@
 #!/usr/bin/env python3
-"""Container health probe for TorchServe, standard library only.
+"""Container health probe for TorchServe: a thin CLI over the project's client (service.client).
 
   probe.py live    GET /ping answers 200 (the server process answers)
   probe.py ready   live, and every registered model has at least minWorkers (>= 1) workers READY
 
-Reads the addresses from the config TorchServe runs with ($TS_CONFIG_FILE) and, when token
-authorization is on, the keys from key_file.json in the server's working directory
-($TS_KEY_FILE, default ./key_file.json). An expired key is renewed with the API key
-(GET /token on the management port), as a client would. Exit 0 = healthy, 1 = not.
-Used by the Dockerfile's HEALTHCHECK and the Kubernetes readiness probe.
+Addresses come from the config TorchServe runs with ($TS_CONFIG_FILE), keys from its key file
+($TS_KEY_FILE, default ./key_file.json). The client re-reads the key file after a restart and
+renews an expired key with the API key, as every client of this project does, so the probe keeps
+passing past token_expiration_min. Exit 0 = healthy, 1 = not, 2 = usage.
+Used by the Dockerfile's HEALTHCHECK and the Kubernetes readiness probe; the image has the
+repository at /srv/app on PYTHONPATH, and a checkout works as it is.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: /srv/app in the image
+
+import requests  # noqa: E402
+
+from service.client import Endpoints, TorchServeClient, ready_workers  # noqa: E402
+from service.properties import read_properties  # noqa: E402
 
 DEFAULT_CONFIG = "/srv/app/deploy/docker/config.properties"
 TIMEOUT = float(os.environ.get("PROBE_TIMEOUT", "4"))
-
-
-def properties(path: Path) -> dict[str, str]:
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
 
 
 def local(address: str) -> str:
@@ -39,79 +34,42 @@ def local(address: str) -> str:
     return address.replace("://0.0.0.0:", "://127.0.0.1:").rstrip("/")
 
 
-class Probe:
-    def __init__(self, config: Path, key_file: Path) -> None:
-        props = properties(config)
-        self.inference = local(props.get("inference_address", "http://127.0.0.1:8080"))
-        self.management = local(props.get("management_address", "http://127.0.0.1:8081"))
-        self.key_file = key_file
-        self.keys = self.read_keys()
+def client_from(config: Path, key_file: Path) -> TorchServeClient:
+    props = read_properties(config)
+    defaults = Endpoints()
+    endpoints = Endpoints(
+        local(props.get("inference_address", defaults.inference)),
+        local(props.get("management_address", defaults.management)),
+        local(props.get("metrics_address", defaults.metrics)),
+    )
+    return TorchServeClient(endpoints, key_file=key_file, timeout=TIMEOUT)
 
-    def read_keys(self) -> dict[str, str]:
-        if not self.key_file.is_file():
-            return {}
-        data = json.loads(self.key_file.read_text())
-        entries = {name.lower(): entry for name, entry in data.items() if isinstance(entry, dict)}
-        return {name: entry["key"] for name, entry in entries.items() if "key" in entry}
 
-    def get(self, url: str, kind: str) -> tuple[int, str]:
-        for attempt in (1, 2):
-            request = urllib.request.Request(url)
-            if self.keys.get(kind):
-                request.add_header("Authorization", f"Bearer {self.keys[kind]}")
-            try:
-                with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                    return response.status, response.read().decode("utf-8", "replace")
-            except urllib.error.HTTPError as error:
-                body = error.read().decode("utf-8", "replace")
-                if attempt == 1 and error.code == 400 and "InvalidKeyException" in body and self.renew(kind):
-                    continue
-                return error.code, body
-        return 0, ""
+def live(client: TorchServeClient) -> list[str]:
+    response = client.ping()
+    return [] if response.status_code == 200 else [f"/ping answered {response.status_code}: {response.text[:200]}"]
 
-    def renew(self, kind: str) -> bool:
-        """Re-read the key file (server restarted); else ask for a new key of this kind."""
-        fresh = self.read_keys()
-        if fresh.get(kind) and fresh.get(kind) != self.keys.get(kind):
-            self.keys = fresh
-            return True
-        if not self.keys.get("api"):
-            return False
-        request = urllib.request.Request(f"{self.management}/token?type={kind}")
-        request.add_header("Authorization", f"Bearer {self.keys['api']}")
-        try:  # TorchServe 0.12 answers with an empty body and rewrites key_file.json
-            with urllib.request.urlopen(request, timeout=TIMEOUT):
-                pass
-        except (urllib.error.URLError, OSError):
-            return False
-        old, self.keys = self.keys.get(kind), self.read_keys()
-        return bool(self.keys.get(kind)) and self.keys.get(kind) != old
 
-    def live(self) -> list[str]:
-        status, body = self.get(f"{self.inference}/ping", "inference")
-        return [] if status == 200 else [f"/ping answered {status}: {body.strip()[:200]}"]
-
-    def ready(self) -> list[str]:
-        problems = self.live()
-        if problems:
-            return problems
-        status, body = self.get(f"{self.management}/models", "management")
-        if status != 200:
-            return [f"GET /models answered {status}: {body.strip()[:200]}"]
-        names = [m["modelName"] for m in json.loads(body).get("models", [])]
-        if not names:
-            return ["no model is registered"]
-        for name in names:
-            status, body = self.get(f"{self.management}/models/{name}", "management")
-            if status != 200:
-                problems.append(f"GET /models/{name} answered {status}")
-                continue
-            for version in json.loads(body):
-                ready = sum(w.get("status") == "READY" for w in version.get("workers", []))
-                wanted = max(1, int(version.get("minWorkers") or 0))
-                if ready < wanted:
-                    problems.append(f"{name} v{version.get('modelVersion')}: {ready} of {wanted} workers READY")
+def ready(client: TorchServeClient) -> list[str]:
+    problems = live(client)
+    if problems:
         return problems
+    response = client.list_models()
+    if response.status_code != 200:
+        return [f"GET /models answered {response.status_code}: {response.text[:200]}"]
+    names = [model["modelName"] for model in response.json().get("models", [])]
+    if not names:
+        return ["no model is registered"]
+    for name in names:
+        described = client.describe_model(name)
+        if described.status_code != 200:
+            problems.append(f"GET /models/{name} answered {described.status_code}")
+            continue
+        for version in described.json():
+            count, wanted = ready_workers(version)
+            if count < wanted:
+                problems.append(f"{name} v{version.get('modelVersion')}: {count} of {wanted} workers READY")
+    return problems
 
 
 def main(argv: list[str]) -> int:
@@ -122,8 +80,8 @@ def main(argv: list[str]) -> int:
     config = Path(os.environ.get("TS_CONFIG_FILE", DEFAULT_CONFIG))
     key_file = Path(os.environ.get("TS_KEY_FILE", "key_file.json"))
     try:
-        problems = getattr(Probe(config, key_file), mode)()
-    except (OSError, ValueError, KeyError) as error:
+        problems = {"live": live, "ready": ready}[mode](client_from(config, key_file))
+    except (OSError, ValueError, KeyError, requests.RequestException) as error:
         problems = [f"{type(error).__name__}: {error}"]
     for problem in problems:
         print(f"not {mode}: {problem}", file=sys.stderr)

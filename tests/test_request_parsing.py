@@ -1,4 +1,5 @@
-"""Request shapes to image bytes, and top-k validation, without TorchServe."""
+"""A request parsed once (handler/request.py): request shapes to image bytes, top-k validation,
+size limit, without TorchServe."""
 
 from __future__ import annotations
 
@@ -7,10 +8,30 @@ import base64
 import pytest
 
 from handler.errors import RequestError
-from handler.payload import image_bytes, requested_topk
+from handler.request import Limits, ParsedRequest, parse_request
 
 IMAGE = b"\xff\xd8\xff\xe0 not really a jpeg"
 B64 = base64.b64encode(IMAGE).decode()
+
+
+def parse(request: dict, headers: dict | None = None, max_bytes: int | None = None) -> ParsedRequest:
+    return parse_request(request, headers or {}, Limits(topk=3, num_classes=1000, max_image_bytes=max_bytes))
+
+
+def image_of(request: dict, max_bytes: int | None = None) -> bytes:
+    """The request's one image, or its error raised."""
+    parsed = parse(request, max_bytes=max_bytes)
+    if parsed.error is not None:
+        raise parsed.error
+    assert len(parsed.images) == 1
+    return parsed.images[0]
+
+
+def topk_of(request: dict, headers: dict | None = None) -> int:
+    parsed = parse({"body": IMAGE, **request}, headers)
+    if parsed.error is not None:
+        raise parsed.error
+    return parsed.topk
 
 
 @pytest.mark.parametrize(
@@ -28,7 +49,7 @@ B64 = base64.b64encode(IMAGE).decode()
     ],
 )
 def test_request_shapes(request_):
-    assert image_bytes(request_) == IMAGE
+    assert image_of(request_) == IMAGE
 
 
 @pytest.mark.parametrize(
@@ -43,30 +64,42 @@ def test_request_shapes(request_):
 )
 def test_bad_requests(request_, kind):
     with pytest.raises(RequestError) as error:
-        image_bytes(request_)
+        image_of(request_)
     assert error.value.kind == kind and 400 <= error.value.status < 500
 
 
 @pytest.mark.parametrize("request_", [{"body": IMAGE}, {"body": {"data": B64}}, {"file": IMAGE}])
 def test_image_size_limit_counts_image_bytes_and_names_the_limit(request_):
-    assert image_bytes(request_, max_bytes=len(IMAGE)) == IMAGE
+    assert image_of(request_, max_bytes=len(IMAGE)) == IMAGE
     with pytest.raises(RequestError) as error:
-        image_bytes(request_, max_bytes=len(IMAGE) - 1)
+        image_of(request_, max_bytes=len(IMAGE) - 1)
     assert error.value.status == 413 and error.value.kind == "ImageTooLarge"
     assert f"the image is {len(IMAGE)} bytes" in error.value.message
     assert f"the limit is {len(IMAGE) - 1} bytes" in error.value.message
 
 
 def test_topk_sources_and_default():
-    assert requested_topk({}, {}, 3, 1000) == 3
-    assert requested_topk({"topk": b"5"}, {}, 3, 1000) == 5
-    assert requested_topk({"body": {"topk": 7}}, {}, 3, 1000) == 7
-    assert requested_topk({}, {"X-TopK": "9"}, 3, 1000) == 9
-    assert requested_topk({}, {"x-topk": "1000"}, 3, 1000) == 1000
+    assert topk_of({}) == 3
+    assert topk_of({"topk": b"5"}) == 5
+    assert parse({"body": {"data": B64, "topk": 7}}).topk == 7
+    assert topk_of({}, {"X-TopK": "9"}) == 9
+    assert topk_of({}, {"x-topk": "1000"}) == 1000
 
 
 @pytest.mark.parametrize("value", [b"0", b"-1", b"abc", b"1001", b"2.5", b""])
 def test_topk_out_of_range(value):
     with pytest.raises(RequestError) as error:
-        requested_topk({"topk": value}, {}, 3, 1000)
+        topk_of({"topk": value})
     assert error.value.status == 400 and "1000" in error.value.message
+
+
+def test_a_bad_topk_is_reported_before_a_missing_image():
+    """The order the handler always checked in: top-k, then the image."""
+    assert parse({"topk": b"0"}).error.kind == "InvalidParameter"
+
+
+def test_a_parsed_request_is_frozen_and_holds_its_images_as_a_tuple():
+    parsed = parse({"body": IMAGE})
+    assert parsed == ParsedRequest("plain", None, topk=3, images=(IMAGE,))
+    with pytest.raises(AttributeError):
+        parsed.topk = 5  # type: ignore[misc]

@@ -1,4 +1,8 @@
-"""One TorchServe request (a dict of body, form fields and query parameters) to image bytes and top-k.
+"""One TorchServe request (a dict of body, form fields and query parameters), parsed once.
+
+`parse_request` reads the request a single time into a `ParsedRequest`: its protocol, its
+image bytes, its top-k and its id. Everything after it (decoding, the answer's shape, an error's
+shape) reads that value, never the raw request again.
 
 Accepted shapes: a raw image body; a multipart upload; base64 text (optionally a data: URL);
 JSON {"data"|"image"|"b64": <base64>}; KServe v1 {"instances": [...]} and Open Inference
@@ -18,8 +22,12 @@ import binascii
 import json
 import re
 import uuid
+from dataclasses import dataclass
+from typing import Literal
 
 from handler.errors import RequestError
+
+Protocol = Literal["plain", "v1", "v2"]
 
 # Keys TorchServe fills from the query string or that carry options, never image bytes.
 PARAMETERS = ("topk", "model_name")
@@ -28,30 +36,44 @@ IMAGE_KEYS = ("body", "data", "file", "image", "b64", "bytes")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 
-def requested_topk(request: dict, headers: dict[str, str], default: int, num_classes: int) -> int:
-    """The request's top-k, checked against the number of classes.
+@dataclass(frozen=True)
+class Limits:
+    """What a request may ask for: the default and highest top-k, and the largest image."""
 
-    From a query parameter (TorchServe 0.12 passes the query string on /invocations but drops
-    it on /predictions), a form field or JSON field "topk", or the X-TopK header.
-    """
-    raw = request.get("topk")
+    topk: int
+    num_classes: int
+    max_image_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """One request as the rest of the handler sees it.
+
+    `images` is a tuple so that a request may one day carry several; today it holds exactly
+    one. A request that cannot be parsed keeps its `error` (and still its protocol and id, so
+    the error is answered in the shape its client reads)."""
+
+    protocol: Protocol
+    request_id: str | None  # the v2 request's own "id", else TorchServe's request id
+    topk: int = 0
+    images: tuple[bytes, ...] = ()
+    error: RequestError | None = None
+
+
+def parse_request(
+    request: dict, headers: dict[str, str], limits: Limits, request_id: str | None = None
+) -> ParsedRequest:
+    """Read one request once. Never raises: what is wrong with the request goes in `error`."""
     body = json_body(request)
-    if raw is None and body is not None:
-        raw = body.get("topk")
-        if raw is None and isinstance(body.get("parameters"), dict):  # v2 request parameters
-            raw = body["parameters"].get("topk")
-    if raw is None:
-        raw = next((v for k, v in headers.items() if k.lower() == TOPK_HEADER), None)
-    if raw is None:
-        return default
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    kind = protocol_of(body)
+    own_id = body.get("id") if body is not None else None
+    answer_id = str(own_id) if own_id else request_id
     try:
-        k = int(text.strip())
-    except ValueError:
-        raise RequestError(f"topk must be a whole number from 1 to {num_classes}", 400, "InvalidParameter")
-    if not 1 <= k <= num_classes:
-        raise RequestError(f"topk must be from 1 to {num_classes}, got {k}", 400, "InvalidParameter")
-    return k
+        k = requested_topk(request, body, headers, limits)
+        images = (image_bytes(request, body, limits.max_image_bytes),)
+    except RequestError as error:
+        return ParsedRequest(kind, answer_id, error=error)
+    return ParsedRequest(kind, answer_id, topk=k, images=images)
 
 
 def json_body(request: dict) -> dict | None:
@@ -69,24 +91,49 @@ def json_body(request: dict) -> dict | None:
     return None
 
 
-def protocol(request: dict) -> str | None:
-    """"v1" for a KServe v1 body, "v2" for an Open Inference Protocol v2 body, else None."""
-    body = json_body(request)
+def protocol_of(body: dict | None) -> Protocol:
+    """"v1" for a KServe v1 body, "v2" for an Open Inference Protocol v2 body, else "plain"."""
     if body is None:
-        return None
+        return "plain"
     if "inputs" in body:
         return "v2"
     if "instances" in body:
         return "v1"
-    return None
+    return "plain"
 
 
-def image_bytes(request: dict, max_bytes: int | None = None) -> bytes:
+def requested_topk(request: dict, body: dict | None, headers: dict[str, str], limits: Limits) -> int:
+    """The request's top-k, checked against the number of classes.
+
+    From a query parameter (TorchServe 0.12 passes the query string on /invocations but drops
+    it on /predictions), a form field or JSON field "topk", the v2 "parameters", or the X-TopK header.
+    """
+    raw = request.get("topk")
+    if raw is None and body is not None:
+        raw = body.get("topk")
+        if raw is None and isinstance(body.get("parameters"), dict):  # v2 request parameters
+            raw = body["parameters"].get("topk")
+    if raw is None:
+        raw = next((v for k, v in headers.items() if k.lower() == TOPK_HEADER), None)
+    if raw is None:
+        return limits.topk
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    n = limits.num_classes
+    try:
+        k = int(text.strip())
+    except ValueError:
+        raise RequestError(f"topk must be a whole number from 1 to {n}", 400, "InvalidParameter")
+    if not 1 <= k <= n:
+        raise RequestError(f"topk must be from 1 to {n}, got {k}", 400, "InvalidParameter")
+    return k
+
+
+def image_bytes(request: dict, body: dict | None, max_bytes: int | None = None) -> bytes:
     """Find the one image in a request, whatever shape it came in; refuse it beyond max_bytes.
 
     The frontend's own cap (max_request_size) sits above max_bytes, so an oversized image gets
     this worded 413 rather than the frontend's empty one."""
-    data = _find_image(request)
+    data = _find_image(request, body)
     if max_bytes is not None and len(data) > max_bytes:
         raise RequestError(
             f"the image is {len(data)} bytes ({len(data) / 2**20:.1f} MiB); the limit is {max_bytes} bytes "
@@ -97,8 +144,7 @@ def image_bytes(request: dict, max_bytes: int | None = None) -> bytes:
     return data
 
 
-def _find_image(request: dict) -> bytes:
-    body = json_body(request)
+def _find_image(request: dict, body: dict | None) -> bytes:
     if body is not None:
         return _to_bytes(body)
     for key in IMAGE_KEYS:
@@ -152,16 +198,15 @@ def _from_base64(text: str) -> bytes:
         raise RequestError("text body is not valid base64 image data", 400, "InvalidBase64")
 
 
-def reply(request: dict, answer: dict, model: dict, request_id: str | None = None) -> dict:
+def reply(parsed: ParsedRequest, answer: dict, model: dict) -> dict:
     """The handler's answer ({"predictions": [...], "model": ..., "warning"?}) in the request's protocol.
 
     v1: {"predictions": [<top-k of the one instance>], ...}; v2: typed outputs "label" (BYTES),
     "index" (INT64) and "probability" (FP32), each of shape [1, k], the same order.
     """
-    kind = protocol(request)
-    if kind == "v1":
+    if parsed.protocol == "v1":
         return {**answer, "predictions": [answer["predictions"]]}
-    if kind != "v2":
+    if parsed.protocol != "v2":
         return answer
     rows = answer["predictions"]
     shape = [1, len(rows)]
@@ -170,11 +215,10 @@ def reply(request: dict, answer: dict, model: dict, request_id: str | None = Non
         {"name": "index", "datatype": "INT64", "shape": shape, "data": [r["index"] for r in rows]},
         {"name": "probability", "datatype": "FP32", "shape": shape, "data": [r["probability"] for r in rows]},
     ]
-    body = json_body(request) or {}
     response: dict[str, object] = {
         "model_name": model.get("name"),
         "model_version": model.get("version"),
-        "id": str(body.get("id") or request_id or uuid.uuid4()),
+        "id": parsed.request_id or str(uuid.uuid4()),
         "outputs": outputs,
     }
     parameters = {k: v for k, v in (("weights", model.get("weights")), ("warning", answer.get("warning"))) if v}
@@ -183,8 +227,9 @@ def reply(request: dict, answer: dict, model: dict, request_id: str | None = Non
     return response
 
 
-def error_reply(request: dict, error: dict) -> dict:
+def error_reply(parsed: ParsedRequest, error: RequestError) -> dict:
     """A refused request's JSON; KServe v1/v2 clients read the reason from "error"."""
-    if protocol(request) is None:
-        return error
-    return {"error": error.get("message"), **error}
+    body = error.to_json()
+    if parsed.protocol == "plain":
+        return body
+    return {"error": error.message, **body}

@@ -1,4 +1,4 @@
-"""Each speed-up keeps the answers: JPEG draft decoding, the optimized (frozen) model, int8, threads.
+"""Each speed-up keeps the answers: JPEG draft decoding, the optimized (frozen) model, int8, thread counts.
 
 Timings are measured by scripts/bench.py (docs/PERFORMANCE.md), not here.
 """
@@ -6,8 +6,6 @@ Timings are measured by scripts/bench.py (docs/PERFORMANCE.md), not here.
 from __future__ import annotations
 
 import io
-import threading
-import time
 import zipfile
 
 import pytest
@@ -15,17 +13,17 @@ import torch
 import torchvision
 from PIL import Image
 
-from handler.cores import CoreBudget
 from handler.images import decode_image
 from handler.model_card import MODEL_FILE, ModelCard, Preprocessing
-from handler.preprocess import to_tensor
-from handler.torchserve_handler import configured_workers, intra_op_threads, load_model
+from handler.preprocess import decode_for_model, draft_side, model_input, to_tensor
+from handler.runtime import load_model
+from handler.settings import DEFAULTS
 from scripts import build_archive
 from service.photos import phone_photo_jpeg, photos
 from tests.conftest import MODEL
 
 SPEC = Preprocessing()
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = DEFAULTS.max_pixels
 
 
 def jpeg_of(name: str, width: int) -> bytes:
@@ -52,9 +50,10 @@ def test_draft_decoding_stays_close_to_full_decoding(name, width):
     values within 12/255 (measured worst case on the sample photos: mean 1.2, p99 9)."""
     data = phone_photo_jpeg(12.0) if name == "coffee" else jpeg_of(name, width)
     full = decode_image(data, MAX_PIXELS, min_side=0)
-    draft = decode_image(data, MAX_PIXELS, min_side=2 * SPEC.resize)
+    draft = decode_for_model(data, SPEC, MAX_PIXELS)
     assert draft.width * 2 <= full.width, "draft decoding did not apply"
-    assert min(draft.size) >= 2 * SPEC.resize
+    assert min(draft.size) >= draft_side(SPEC)
+    assert torch.equal(model_input(data, SPEC, MAX_PIXELS), to_tensor(draft, SPEC))
     error = pixel_error(to_tensor(draft, SPEC), to_tensor(full, SPEC))
     assert error.mean() <= 1.5, f"mean error {error.mean():.2f}/255"
     assert error.flatten().quantile(0.99) <= 12, f"p99 error {error.flatten().quantile(0.99):.1f}/255"
@@ -63,7 +62,7 @@ def test_draft_decoding_stays_close_to_full_decoding(name, width):
 def test_draft_is_much_cheaper_than_full_decoding():
     """Pixels decoded, not time: a 12 MP photo is decoded at 1/4 scale (16x fewer pixels)."""
     data = phone_photo_jpeg(12.0)
-    draft = decode_image(data, MAX_PIXELS, min_side=2 * SPEC.resize)
+    draft = decode_for_model(data, SPEC, MAX_PIXELS)
     full = Image.open(io.BytesIO(data))
     assert draft.width * draft.height * 16 <= full.width * full.height
 
@@ -72,7 +71,7 @@ def test_no_draft_when_the_jpeg_is_not_twice_the_target():
     """Below 2x the target nothing is scaled: the result is bit-equal to full decoding."""
     data = jpeg_of("chelsea", 1000)  # shorter side 665 < 2 x 512
     full = to_tensor(decode_image(data, MAX_PIXELS, min_side=0), SPEC)
-    assert torch.equal(to_tensor(decode_image(data, MAX_PIXELS, min_side=2 * SPEC.resize), SPEC), full)
+    assert torch.equal(model_input(data, SPEC, MAX_PIXELS), full)
 
 
 # ---------------------------------------------------------------- optimized model
@@ -87,7 +86,7 @@ def fp32_dir(model_store, tmp_path_factory):
 
 
 def photo_batch() -> torch.Tensor:
-    return torch.stack([to_tensor(decode_image(p.read_bytes(), MAX_PIXELS, 512), SPEC) for p in photos().values()])
+    return torch.stack([model_input(p.read_bytes(), SPEC, MAX_PIXELS) for p in photos().values()])
 
 
 def test_optimized_model_equals_plain_torchscript(fp32_dir):
@@ -142,8 +141,8 @@ def int8_dir(tmp_path_factory):
 
 def test_int8_archive_records_quantization(int8_dir):
     provenance = ModelCard.read(int8_dir).provenance
-    assert provenance["quantization"] == "int8" and provenance["quantized_engine"] == "x86"
-    assert "calibration" in provenance and provenance["weights"] == "random(seed=0)"
+    assert provenance.quantization == "int8" and provenance.quantized_engine == "x86"
+    assert provenance.calibration and provenance.weights == "random(seed=0)" and provenance.random_weights
     ModelCard.read(int8_dir).verify_model_file(int8_dir / MODEL_FILE)
 
 
@@ -174,64 +173,3 @@ def test_int8_quantization_of_real_structure_matches_torchvision_recipe():
     ours, _ = build_archive.quantize_int8(fp32, "resnet18", 1000, SPEC)
     reference = torchvision.models.quantization.resnet18(weights=None, quantize=True)
     assert [type(m).__name__ for m in ours.modules()] == [type(m).__name__ for m in reference.modules()]
-
-
-# ---------------------------------------------------------------- threads
-
-
-@pytest.mark.parametrize("cores", [1, 2, 3, 8, 64])
-def test_default_workers_times_threads_equals_cores(cores):
-    """No minWorkers/maxWorkers: TorchServe starts one worker per core, and each gets one thread."""
-    workers = configured_workers({}, cores)
-    assert workers == cores and workers * intra_op_threads("auto", workers, cores) == cores
-
-
-@pytest.mark.parametrize("workers, cores", [(1, 2), (2, 2), (3, 8), (4, 2), (2, 16)])
-def test_auto_threads_never_oversubscribe(workers, cores):
-    threads = intra_op_threads("auto", configured_workers({"maxWorkers": workers}, cores), cores)
-    assert threads >= 1 and (workers * threads <= cores or threads == 1)
-
-
-def test_shared_core_budget(tmp_path):
-    """Two workers: a lone worker gets every core; two busy workers get one each; never more."""
-    a, b = CoreBudget(tmp_path, 2), CoreBudget(tmp_path, 2)  # separate files: like two processes
-    a.acquire_one()
-    assert a.grow() == 2
-    blocked = threading.Event()
-    got = []
-
-    def worker_b():
-        blocked.set()
-        b.acquire_one()
-        got.append(b.grow())
-
-    thread = threading.Thread(target=worker_b)
-    thread.start()
-    blocked.wait()
-    time.sleep(0.2)
-    assert not got, "b must wait while a holds every core"
-    a.release()
-    thread.join(5)
-    assert got == [2]  # a released both: b may take both
-    b.release()
-    a.acquire_one()
-    b.acquire_one()
-    assert a.grow() == 1 and b.grow() == 1
-    a.release()
-    b.release()
-
-
-def test_shared_budget_falls_back_when_the_model_dir_is_read_only(tmp_path, monkeypatch):
-    from handler import torchserve_handler
-
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    model_dir.chmod(0o500)
-    try:
-        budget = torchserve_handler.shared_budget(model_dir, 2)
-        assert budget is not None and len(budget.files) == 2
-        monkeypatch.setattr(torchserve_handler.tempfile, "gettempdir", lambda: str(model_dir))
-        if not (model_dir / ".cores").exists():  # root can write anyway; then nothing to test here
-            assert torchserve_handler.shared_budget(model_dir, 2) is None
-    finally:
-        model_dir.chmod(0o700)

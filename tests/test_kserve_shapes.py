@@ -1,4 +1,5 @@
-"""KServe v1 / Open Inference Protocol v2 request shapes and the answers shaped for them."""
+"""KServe v1 / Open Inference Protocol v2 request shapes (handler/request.py) and the answers
+and errors shaped for them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 
 from handler.errors import RequestError
-from handler.payload import error_reply, image_bytes, protocol, reply, requested_topk
+from handler.request import Limits, ParsedRequest, error_reply, parse_request, reply
 
 IMAGE = b"\x89PNG\r\n\x1a\n not really a png"
 B64 = base64.b64encode(IMAGE).decode()
@@ -22,6 +23,11 @@ ANSWER = {
     "model": {"name": "resnet18", "version": "1.0", "weights": "IMAGENET1K_V1"},
 }
 MODEL = ANSWER["model"]
+LIMITS = Limits(topk=3, num_classes=1000)
+
+
+def parse(request: dict, request_id: str | None = None) -> ParsedRequest:
+    return parse_request(request, {}, LIMITS, request_id)
 
 
 @pytest.mark.parametrize(
@@ -31,14 +37,15 @@ MODEL = ANSWER["model"]
         ({"body": V2}, "v2"),
         ({"body": json.dumps(V2).encode()}, "v2"),  # JSON that TorchServe left as bytes
         ({"data": V1}, "v1"),
-        ({"body": {"data": B64}}, None),
-        ({"body": IMAGE}, None),
-        ({"body": B64}, None),
-        ({"file": IMAGE}, None),
+        ({"body": {"data": B64}}, "plain"),
+        ({"body": IMAGE}, "plain"),
+        ({"body": B64}, "plain"),
+        ({"file": IMAGE}, "plain"),
+        ({"body": {"inputs": []}}, "v2"),  # refused (no image), but still answered in v2 shape
     ],
 )
 def test_protocol(request_, expected):
-    assert protocol(request_) == expected
+    assert parse(request_).protocol == expected
 
 
 @pytest.mark.parametrize(
@@ -53,7 +60,8 @@ def test_protocol(request_, expected):
     ],
 )
 def test_image_from_kserve_bodies(body):
-    assert image_bytes({"body": body}) == IMAGE
+    parsed = parse({"body": body})
+    assert parsed.error is None and parsed.images == (IMAGE,)
 
 
 @pytest.mark.parametrize(
@@ -66,27 +74,26 @@ def test_image_from_kserve_bodies(body):
     ],
 )
 def test_one_image_per_kserve_request(body):
-    with pytest.raises(RequestError) as error:
-        image_bytes({"body": body})
-    assert error.value.status == 400
+    parsed = parse({"body": body})
+    assert isinstance(parsed.error, RequestError) and parsed.error.status == 400 and parsed.images == ()
 
 
 def test_topk_from_v2_parameters():
-    assert requested_topk({"body": {**V2, "parameters": {"topk": 5}}}, {}, 3, 1000) == 5
-    assert requested_topk({"body": json.dumps({**V1, "topk": 4}).encode()}, {}, 3, 1000) == 4
+    assert parse({"body": {**V2, "parameters": {"topk": 5}}}).topk == 5
+    assert parse({"body": json.dumps({**V1, "topk": 4}).encode()}).topk == 4
 
 
 def test_plain_answer_unchanged():
-    assert reply({"body": IMAGE}, ANSWER, MODEL) is ANSWER
+    assert reply(parse({"body": IMAGE}), ANSWER, MODEL) is ANSWER
 
 
 def test_v1_answer_has_one_prediction_per_instance():
-    answer = reply({"body": V1}, ANSWER, MODEL)
+    answer = reply(parse({"body": V1}), ANSWER, MODEL)
     assert answer["predictions"] == [ANSWER["predictions"]]
 
 
 def test_v2_answer_shape():
-    answer = reply({"body": V2}, {**ANSWER, "warning": "random"}, MODEL, "ts-id")
+    answer = reply(parse({"body": V2}, "ts-id"), {**ANSWER, "warning": "random"}, MODEL)
     assert answer["model_name"] == "resnet18" and answer["model_version"] == "1.0"
     assert answer["id"] == "req-1"  # the request's own id wins over TorchServe's
     assert answer["parameters"]["warning"] == "random"
@@ -95,12 +102,12 @@ def test_v2_answer_shape():
     assert outputs["index"]["datatype"] == "INT64" and outputs["index"]["data"] == [281, 282]
     assert outputs["probability"]["datatype"] == "FP32" and outputs["probability"]["data"] == [0.5, 0.25]
     without_id = {"inputs": V2["inputs"]}
-    assert reply({"body": without_id}, ANSWER, MODEL, "ts-id")["id"] == "ts-id"
-    assert reply({"body": without_id}, ANSWER, MODEL)["id"]  # generated
+    assert reply(parse({"body": without_id}, "ts-id"), ANSWER, MODEL)["id"] == "ts-id"
+    assert reply(parse({"body": without_id}), ANSWER, MODEL)["id"]  # generated
 
 
 def test_error_reply():
-    error = RequestError("bad", 400, "InvalidRequest").to_json()
-    assert error_reply({"body": IMAGE}, error) == error
-    assert error_reply({"body": V2}, error)["error"] == "bad"
-    assert error_reply({"body": V1}, error)["code"] == 400
+    error = RequestError("bad", 400, "InvalidRequest")
+    assert error_reply(parse({"body": IMAGE}), error) == error.to_json()
+    assert error_reply(parse({"body": V2}), error)["error"] == "bad"
+    assert error_reply(parse({"body": V1}), error)["code"] == 400

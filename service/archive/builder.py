@@ -1,0 +1,132 @@
+"""build(): choose the source, capture its preprocessing, quantize if asked, script, pack."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+
+from handler.model_card import MODEL_FILE, ModelCard, Preprocessing, Provenance, sha256_file
+from service.archive.calibration import CalibrationPhotos, calibration_photos
+from service.archive.errors import BuildError
+from service.archive.pack import load_torchscript, pack, save_torchscript, script_and_check
+from service.archive.quantize import QUANTIZED_ENGINE, quantize_int8
+from service.archive.sources import Source, eager_source, pretrained_int8_source, torchscript_source
+from service.names import DEFAULT_MODEL, MODEL_CONFIG, MODEL_STORE
+
+DEFAULT_ARCH = "resnet18"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build: one field per command-line flag of scripts/build_archive.py."""
+
+    weights: Path | None = None  # a local state dict for `arch`
+    random_weights: bool = False
+    torchscript: Path | None = None  # a TorchScript classifier of the user's own (needs labels)
+    seed: int = 0  # for random_weights
+    labels: Path | None = None
+    arch: str = DEFAULT_ARCH
+    model_name: str = DEFAULT_MODEL
+    version: str = "1.0"
+    export_path: Path = MODEL_STORE
+    model_config: Path = MODEL_CONFIG
+    resize: int | None = None  # None: the weights' own
+    crop: int | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    force: bool = False
+    quantize: str | None = None  # "int8"
+    calibration: Path | None = None  # folder of photos for int8 calibration
+
+    @property
+    def calibrates(self) -> bool:
+        """int8 from fp32 weights needs calibration photos; torchvision's int8 weights come calibrated."""
+        return bool(self.quantize) and bool(self.weights or self.random_weights)
+
+
+def choose_source(request: BuildRequest) -> Source:
+    if request.torchscript:
+        if not request.labels:
+            raise BuildError("--torchscript needs --labels")
+        return torchscript_source(request.torchscript, request.labels)
+    if request.quantize and not request.calibrates:
+        return pretrained_int8_source(request.arch, request.labels)
+    seed = request.seed if request.random_weights else None
+    return eager_source(request.arch, request.labels, request.weights, seed)
+
+
+def capture_preprocessing(own: Preprocessing, request: BuildRequest) -> Preprocessing:
+    """The weights' own preprocessing with whatever the request overrides."""
+    preprocessing = Preprocessing(
+        resize=request.resize or own.resize,
+        crop=request.crop or own.crop,
+        mean=tuple(request.mean) if request.mean else own.mean,
+        std=tuple(request.std) if request.std else own.std,
+        interpolation=own.interpolation,
+    )
+    if preprocessing.crop > preprocessing.resize:
+        raise BuildError(f"--crop {preprocessing.crop} is larger than --resize {preprocessing.resize}")
+    return preprocessing
+
+
+def compile_model(
+    source: Source, preprocessing: Preprocessing, quantize: str | None, photos: CalibrationPhotos | None
+) -> tuple[torch.jit.ScriptModule, str | None]:
+    """The TorchScript model to serve and, for int8, how it was calibrated."""
+    if source.torchscript:
+        return load_torchscript(source.torchscript, len(source.labels), preprocessing.crop), None
+    model, calibration = source.model, source.calibration
+    if quantize and calibration is None:  # fp32 weights: calibrate with the final preprocessing
+        model, calibration = quantize_int8(model, source.arch, len(source.labels), preprocessing, photos)
+    return script_and_check(model, preprocessing.crop), calibration
+
+
+def check_request(request: BuildRequest, archive: Path) -> None:
+    """Refusals that need no model: an existing archive, a missing config, flags that do not go together."""
+    if archive.exists() and not request.force:
+        raise BuildError(f"{archive} exists; pass --force to replace it")
+    if not request.model_config.is_file():
+        raise BuildError(f"model config {request.model_config} does not exist")
+    if request.quantize and request.torchscript:
+        raise BuildError("--quantize needs a torchvision --arch, not --torchscript")
+    if request.calibration and not request.calibrates:
+        raise BuildError(
+            "--calibration goes with --quantize int8 and --weights or --random-weights "
+            "(torchvision's official int8 weights come calibrated)"
+        )
+
+
+def build(request: BuildRequest) -> Path:
+    """Build the archive the request describes; returns its path. BuildError says why not."""
+    export_path = Path(request.export_path).resolve()
+    archive = export_path / f"{request.model_name}.mar"
+    check_request(request, archive)
+    photos = calibration_photos(request.calibration) if request.calibrates else None  # fail before the work
+    source = choose_source(request)
+    preprocessing = capture_preprocessing(source.preprocessing, request)
+    scripted, calibration = compile_model(source, preprocessing, request.quantize, photos)
+    with tempfile.TemporaryDirectory(prefix="build-archive-") as tmp:
+        model_file = Path(tmp) / MODEL_FILE
+        save_torchscript(scripted, model_file)
+        provenance = Provenance(
+            weights=source.weights,
+            arch=source.arch,
+            num_classes=len(source.labels),
+            model_sha256=sha256_file(model_file),
+            weights_sha256=source.weights_sha256,
+            weights_file_sha256=source.weights_file_sha256,
+            calibration=calibration,
+            quantization=request.quantize,
+            quantized_engine=QUANTIZED_ENGINE if request.quantize else None,
+            torch=torch.__version__,
+            torchvision=torchvision.__version__,
+        )
+        card = ModelCard(labels=source.labels, preprocessing=preprocessing, provenance=provenance)
+        pack(model_file, card, request.model_name, request.version, request.model_config, export_path)
+    print(f"built {archive} ({source.arch}, weights {source.weights}, {len(source.labels)} classes)")
+    return archive

@@ -1,0 +1,168 @@
+"""Closed-loop load: concurrent clients on keep-alive connections, timed, with the CPU each side used.
+
+One process, one thread and one keep-alive connection per client, request bytes encoded once.
+CPU is process CPU time / wall time: the server's whole process group, the load generator
+itself, and everything else on the machine ("other"), so a noisy run shows.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+import psutil
+
+from service.stats import percentile
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes: the prediction URL, its headers, and the server's process group."""
+
+    url: str
+    headers: dict[str, str]
+    pgid: int
+
+
+@dataclass
+class Cell:
+    system: str
+    mix: str
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    server_cores: float
+    loadgen_cores: float
+    other_cores: float
+    frontend_cores: float = 0.0  # of server_cores: TorchServe's Java frontend
+
+
+def group_cpu(pgid: int) -> tuple[float, float]:
+    """CPU seconds of a process group so far: (all of it, its Java processes)."""
+    total = java = 0.0
+    for p in psutil.process_iter(["name"]):
+        try:
+            if os.getpgid(p.pid) == pgid:
+                t = p.cpu_times()
+                used = t.user + t.system + t.children_user + t.children_system
+                total += used
+                java += used if p.info["name"] == "java" else 0.0
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+    return total, java
+
+
+def machine_busy() -> float:
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def cpu_sample(pgid: int) -> tuple[float, float, float, float]:
+    """CPU seconds so far: (server group, its Java frontend, this load generator, the whole machine)."""
+    return (*group_cpu(pgid), sum(psutil.Process().cpu_times()[:2]), machine_busy())
+
+
+def _ms(values: list[float], q: float) -> float:
+    value = percentile(values, q)
+    return float("nan") if value is None else value * 1000
+
+
+class ClosedLoop:
+    """`concurrency` clients, each sends its next request when its last answer is in.
+    Completions inside the measurement window count; the window opens after the warm-up."""
+
+    def __init__(self, url: str, headers: dict[str, str], body: bytes, concurrency: int) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port, self.path = parsed.hostname, parsed.port, parsed.path
+        self.headers, self.body = headers, body
+        self.stop_at = float("inf")
+        self.window = (float("inf"), float("inf"))
+        self.latencies: list[list[float]] = [[] for _ in range(concurrency)]
+        self.errors = [0] * concurrency
+        self.barrier = threading.Barrier(concurrency + 1)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=120)
+
+    def _client(self, i: int) -> None:
+        conn = self._connect()
+        self.barrier.wait()
+        while (started := time.perf_counter()) < self.stop_at:
+            try:
+                conn.request("POST", self.path, body=self.body, headers=self.headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = self._connect()
+            done = time.perf_counter()
+            if self.window[0] <= done <= self.window[1]:
+                if ok:
+                    self.latencies[i].append(done - started)
+                else:
+                    self.errors[i] += 1
+        conn.close()
+
+    def run(self, seconds: float, warm: float, pgid: int) -> dict:
+        threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(len(self.errors))]
+        for t in threads:
+            t.start()
+        self.barrier.wait()
+        opens = time.perf_counter() + warm
+        self.window = (opens, float("inf"))
+        time.sleep(warm)
+        cpu0 = cpu_sample(pgid)
+        self.window = (opens, opens + seconds)
+        self.stop_at = self.window[1]
+        time.sleep(max(0.0, self.window[1] - time.perf_counter()))
+        cpu1 = cpu_sample(pgid)
+        wall = time.perf_counter() - opens
+        for t in threads:
+            t.join(timeout=180)
+        done = [x for per in self.latencies for x in per]
+        server, frontend, loadgen, busy = (b - a for a, b in zip(cpu0, cpu1, strict=True))
+        return {
+            "requests_per_s": len(done) / seconds,
+            "p50_ms": _ms(done, 50),
+            "p95_ms": _ms(done, 95),
+            "p99_ms": _ms(done, 99),
+            "errors": sum(self.errors),
+            "requests": len(done),
+            "server_cores": server / wall,
+            "loadgen_cores": loadgen / wall,
+            "other_cores": max(0.0, busy - server - loadgen) / wall,
+            "frontend_cores": frontend / wall,
+        }
+
+
+def drive(target: Target, body: bytes, content_type: str, concurrency: int, seconds: float, warm: float) -> dict:
+    """One closed-loop run against the target; the figures of one Cell."""
+    headers = {**target.headers, "Content-Type": content_type}
+    return ClosedLoop(target.url, headers, body, concurrency).run(seconds, warm, target.pgid)
+
+
+def measure(system: str, target: Target, mixes: dict, levels, seconds: float, warm: float) -> list[Cell]:
+    """One cell per image mix and concurrency level, printed as it is measured."""
+    cells = []
+    for mix, (body, content_type) in mixes.items():
+        for level in levels:
+            cell = Cell(system, mix, level, **drive(target, body, content_type, level, seconds, warm))
+            cells.append(cell)
+            print(
+                f"  {system:<22} {mix:<18} c={level:<3} {cell.requests_per_s:7.1f} req/s  p50 {cell.p50_ms:6.1f}"
+                f"  p99 {cell.p99_ms:6.1f} ms  err {cell.errors}  server {cell.server_cores:.2f}"
+                f" (java {cell.frontend_cores:.2f})"
+                f"  loadgen {cell.loadgen_cores:.2f}  other {cell.other_cores:.2f} cores",
+                flush=True,
+            )
+    return cells

@@ -1,0 +1,83 @@
+"""Process groups and PID files: how a server (or the UI) started in its own session is found and stopped.
+
+A server's run directory holds a PID file with the launcher's PID and start time; the start
+time keeps a later, unrelated process that reused the number from being taken for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+PID_FILE = "server.pid"
+
+
+def write_pid(run_dir: Path, pid: int) -> None:
+    created = psutil.Process(pid).create_time()
+    (Path(run_dir) / PID_FILE).write_text(json.dumps({"pid": pid, "created": created}))
+
+
+def read_pid(run_dir: Path) -> dict | None:
+    """The PID file's record {"pid", "created"}, whether or not that process still runs."""
+    try:
+        record = json.loads((Path(run_dir) / PID_FILE).read_text())
+        return {"pid": int(record["pid"]), "created": float(record["created"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def running_pid(run_dir: Path) -> int | None:
+    """The PID in the run directory's PID file if any process of its group still runs (the
+    launcher, or Java after the launcher died); a stale file is removed."""
+    record = read_pid(run_dir)
+    if record and group_members(record["pid"], since=record["created"]):
+        return record["pid"]
+    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+    return None
+
+
+def group_members(pgid: int, since: float = 0.0) -> list[psutil.Process]:
+    """Live (not zombie) processes of process group `pgid` started at `since` or later.
+
+    Servers and the UI start in their own session, so their group id is the launcher's PID;
+    `since` (the launcher's start time) keeps a later process that reused the number out."""
+    members = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.create_time() >= since and _alive(p):
+                members.append(p)
+        except (OSError, psutil.Error):
+            pass
+    return members
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def stop_group(pid: int, timeout: float, since: float = 0.0) -> None:
+    """SIGTERM the process group (launcher, Java, workers), SIGKILL whatever outlives the timeout.
+
+    A zombie counts as stopped: its parent (maybe not us) reaps it."""
+    members = group_members(pid, since)
+    if not members:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+        for p in members:
+            try:
+                p.send_signal(sig)  # psutil checks the PID still names the same process
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + wait
+        while (members := [p for p in members if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not members:
+            return

@@ -1,0 +1,192 @@
+"""One TorchServe server's lifecycle: run directory, rendered config, process group, readiness, warm-up.
+
+`make run`, `make serve`, the tests, the soak and the benchmark all start servers through
+TorchServe below; each gets its own run directory (config.properties, key_file.json, logs/,
+PID files), so several servers can run at once on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from service.client import Endpoints, TorchServeClient, ready_workers
+from service.names import CONFIG, KEY_FILE_NAME, LOG_CONFIG, MODEL_STORE, RUN_DIR
+from service.photos import warm_up_jpeg
+from service.processes import PID_FILE, read_pid, running_pid, stop_group, write_pid
+from service.properties import read_properties, render_config
+
+VENV_BIN = Path(sys.executable).parent
+# torchserve's launcher keeps its own PID file in $TMPDIR (the run directory here) and refuses
+# to start while the PID in it names any live process, even an unrelated one that reused it.
+TORCHSERVE_PID_FILE = ".model_server.pid"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_endpoints(run_dir: Path) -> Endpoints | None:
+    """The addresses of the server whose run directory this is, None if it has no config yet."""
+    config = Path(run_dir) / "config.properties"
+    if not config.is_file():
+        return None
+    props = read_properties(config)
+    return Endpoints(props["inference_address"], props["management_address"], props["metrics_address"])
+
+
+def client_for(run_dir: Path, timeout: float = 60) -> TorchServeClient:
+    """A client of the server that runs (or ran) from `run_dir`: its addresses (the defaults if it
+    never started) and its key file."""
+    endpoints = server_endpoints(run_dir) or Endpoints()
+    return TorchServeClient(endpoints, key_file=Path(run_dir) / KEY_FILE_NAME, timeout=timeout)
+
+
+def models_ready(client: TorchServeClient, name: str) -> bool:
+    """Every version of the model has the workers it wants READY."""
+    return all(ready >= wanted for ready, wanted in map(ready_workers, client.describe_model(name).json()))
+
+
+class TorchServe:
+    """One TorchServe server: its run directory, config, process group and client."""
+
+    def __init__(
+        self,
+        run_dir: Path = RUN_DIR,
+        model_store: Path = MODEL_STORE,
+        config: Path = CONFIG,
+        overrides: dict[str, str] | None = None,
+        log_config: Path | None = LOG_CONFIG,
+    ) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.model_store = Path(model_store).resolve()
+        self.base_config = Path(config)
+        self.overrides = {"model_store": str(self.model_store), **(overrides or {})}
+        self.log_config = log_config  # None: TorchServe's built-in logging
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def on_free_ports(cls, run_dir: Path, model_store: Path, **overrides: str) -> TorchServe:
+        ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc_i", "grpc_m")}
+        return cls(
+            run_dir,
+            model_store,
+            overrides={
+                "inference_address": f"http://127.0.0.1:{ports['inference']}",
+                "management_address": f"http://127.0.0.1:{ports['management']}",
+                "metrics_address": f"http://127.0.0.1:{ports['metrics']}",
+                "grpc_inference_port": str(ports["grpc_i"]),
+                "grpc_management_port": str(ports["grpc_m"]),
+                "initial_worker_port": str(20000 + ports["inference"] % 20000),
+                **overrides,
+            },
+        )
+
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / "config.properties"
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / KEY_FILE_NAME
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def endpoints(self) -> Endpoints:
+        endpoints = server_endpoints(self.run_dir)
+        if endpoints is None:
+            raise FileNotFoundError(f"{self.config_file} does not exist: the server was never started")
+        return endpoints
+
+    def client(self, timeout: float = 60) -> TorchServeClient:
+        return TorchServeClient(self.endpoints, key_file=self.key_file, timeout=timeout)
+
+    def start(self) -> None:
+        if running_pid(self.run_dir):
+            raise RuntimeError(f"a server from {self.run_dir} is already running; stop it first (make stop)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        self.key_file.unlink(missing_ok=True)
+        (self.run_dir / TORCHSERVE_PID_FILE).unlink(missing_ok=True)  # left by a killed server
+        render_config(self.base_config, self.overrides, self.config_file)
+        env = {
+            **os.environ,
+            "TMPDIR": str(self.run_dir),  # TorchServe's own PID file lives in $TMPDIR
+            "LOG_LOCATION": str(self.log_dir),
+            "METRICS_LOCATION": str(self.log_dir),
+        }
+        command = [str(VENV_BIN / "torchserve"), "--foreground", "--ncs", "--ts-config", str(self.config_file)]
+        if self.log_config:
+            command += ["--log-config", str(self.log_config)]
+        with open(self.log_dir / "console.log", "ab") as console:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.run_dir,
+                env=env,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        write_pid(self.run_dir, self.process.pid)
+
+    def wait_ready(self, timeout: float = 180) -> list[str]:
+        """Wait until every model in the store has its minimum workers READY; return their names."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"TorchServe exited with {self.process.returncode}; see {self.log_dir}")
+            try:
+                client = self.client(timeout=5)
+                models = [m["modelName"] for m in client.list_models().json()["models"]]
+                if models and all(models_ready(client, name) for name in models):
+                    return models
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s; see {self.log_dir}/model_log.log")
+
+    def warm_up(self, models: list[str]) -> dict[str, dict]:
+        """One real inference per model; returns each model's self-description from the answer."""
+        client = self.client()
+        described = {}
+        for name in models:
+            response = client.predict(name, warm_up_jpeg(), filename="warm-up.jpg")
+            if response.status_code != 200:
+                raise RuntimeError(f"warm-up inference on {name} failed: {response.status_code} {response.text}")
+            described[name] = response.json()["model"]
+        return described
+
+    def __enter__(self) -> TorchServe:
+        """Started and READY; stopped again on leaving the with-block, whatever happened."""
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the whole process group (also when the launcher died and Java lives on) and
+        remove both PID files, ours and TorchServe's own, so nothing blocks the next start."""
+        record = read_pid(self.run_dir)
+        if self.process:
+            stop_group(self.process.pid, timeout)
+            self.process.wait()
+        elif record:
+            stop_group(record["pid"], timeout, since=record["created"])
+        (self.run_dir / PID_FILE).unlink(missing_ok=True)
+        (self.run_dir / TORCHSERVE_PID_FILE).unlink(missing_ok=True)

@@ -1,0 +1,63 @@
+"""Start the Streamlit page (ui/app.py): beside a server of ours (`make run`, the browser tests),
+or alone in the foreground as a client of whatever TS_* points at (`make ui`).
+
+The page's own settings are in ui/.streamlit/config.toml; here only where it listens and
+which TorchServe it talks to.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from service.names import ROOT, UI_APP, UI_PORT
+from service.server import VENV_BIN, TorchServe
+
+
+def ui_command(port: int = UI_PORT) -> list[str]:
+    """`streamlit run ui/app.py` on loopback, no browser opened, no usage statistics sent."""
+    return [
+        str(VENV_BIN / "streamlit"),
+        "run",
+        str(UI_APP),
+        "--server.address=127.0.0.1",
+        f"--server.port={port}",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+    ]
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The page imports service/ and handler/ from the checkout, whatever the working directory."""
+    return {**os.environ, **(extra or {}), "PYTHONPATH": str(ROOT)}
+
+
+def start_ui(server: TorchServe, port: int = UI_PORT, log_file: Path | None = None) -> subprocess.Popen:
+    """The page as a client of this server, in its own session: it gets the addresses and the key
+    file's path (never a key). Stop it with processes.stop_group(ui.pid)."""
+    endpoints = server.endpoints
+    env = _env({
+        "TS_INFERENCE_URL": endpoints.inference,
+        "TS_MANAGEMENT_URL": endpoints.management,
+        "TS_METRICS_URL": endpoints.metrics,
+        "TS_KEY_FILE": str(server.key_file),
+    })
+    with open(log_file or server.log_dir / "ui.log", "ab") as log:
+        return subprocess.Popen(
+            ui_command(port),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def exec_ui(port: int = UI_PORT) -> None:
+    """Replace this process with the page in the foreground (Ctrl-C stops it); the TS_* variables
+    of the environment say which TorchServe it calls (service.client.Settings)."""
+    os.chdir(ROOT)
+    command = ui_command(port)
+    os.execve(command[0], command, _env())
