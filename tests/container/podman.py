@@ -122,7 +122,7 @@ class Container:
         return seconds, int(self.inspect("{{.State.ExitCode}}"))
 
     def remove(self) -> None:
-        podman("rm", "--force", "--time", "0", self.name, timeout=120, check=False)
+        podman("rm", "--force", "--volumes", "--time", "0", self.name, timeout=120, check=False)
 
 
 def start_container(name: str, image: str, *run_flags: str, command: tuple[str, ...] = ()) -> Container:
