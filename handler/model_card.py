@@ -60,6 +60,9 @@ class Provenance:
     quantized_engine: str | None = None
     torch: str | None = None
     torchvision: str | None = None
+    # Fine-tuned models (service/finetune): base weights, dataset fingerprint, class counts, epochs,
+    # validation accuracy. JSON-ready facts only; absent for every other archive.
+    training: dict[str, object] | None = None
 
     @property
     def random_weights(self) -> bool:

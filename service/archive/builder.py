@@ -42,6 +42,7 @@ class BuildRequest:
     force: bool = False
     quantize: str | None = None  # "int8"
     calibration: Path | None = None  # folder of photos for int8 calibration
+    trained: Source | None = None  # a model trained in this process (service/finetune); no flag
 
     @property
     def calibrates(self) -> bool:
@@ -50,6 +51,8 @@ class BuildRequest:
 
 
 def choose_source(request: BuildRequest) -> Source:
+    if request.trained:
+        return request.trained
     if request.torchscript:
         if not request.labels:
             raise BuildError("--torchscript needs --labels")
@@ -125,6 +128,7 @@ def build(request: BuildRequest) -> Path:
             quantized_engine=QUANTIZED_ENGINE if request.quantize else None,
             torch=torch.__version__,
             torchvision=torchvision.__version__,
+            training=source.training,
         )
         card = ModelCard(labels=source.labels, preprocessing=preprocessing, provenance=provenance)
         pack(model_file, card, request.model_name, request.version, request.model_config, export_path)

@@ -33,6 +33,7 @@ class Source:
     calibration: str | None = None
     model: torch.nn.Module | None = None
     torchscript: Path | None = None
+    training: dict[str, object] | None = None  # a model trained in this process (service/finetune)
 
 
 def official_weights(arch: str) -> torchvision.models.WeightsEnum:
@@ -181,4 +182,26 @@ def torchscript_source(path: Path, labels_file: Path) -> Source:
         weights=f"torchscript:{path.name}",
         weights_sha256=sha256_file(path),
         torchscript=path,
+    )
+
+
+def trained_source(
+    model: torch.nn.Module,
+    arch: str,
+    labels: list[str],
+    preprocessing: Preprocessing,
+    weights: str,
+    training: dict[str, object],
+) -> Source:
+    """A model trained in this process (service/finetune): its labels are in the class-index order
+    it was trained with, its preprocessing is the one it was trained with."""
+    model.eval()
+    return Source(
+        arch=arch,
+        labels=list(labels),
+        preprocessing=preprocessing,
+        weights=weights,
+        weights_sha256=state_dict_sha256(model),
+        model=model,
+        training=training,
     )
