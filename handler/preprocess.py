@@ -2,14 +2,17 @@
 
 `model_input` is the one path from bytes to tensor; the handler, the benchmark and the tests
 all call it, so the JPEG draft rule below is written once.
+
+Written with Pillow and torch alone, op for op as torchvision's functional transforms do it on a
+PIL image (tests/test_preprocess.py checks bit-equality with torchvision): importing torchvision
+costs each worker about 165 MiB of private memory (docs/RELIABILITY.md, memory budget).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as F
 
 from handler.images import decode_image
 from handler.model_card import Preprocessing
@@ -35,10 +38,36 @@ def model_input(data: bytes, spec: Preprocessing, max_pixels: int) -> torch.Tens
     return to_tensor(decode_for_model(data, spec, max_pixels), spec)
 
 
+# torchvision's InterpolationMode values (as stored in preprocessing.json) to Pillow's filters.
+PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """torchvision's resize([shorter]): the shorter side becomes `shorter`, the longer one scales (truncated)."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
 def to_tensor(image: Image.Image, spec: Preprocessing) -> torch.Tensor:
     """Same ops, same order as torchvision's ImageClassification on a PIL image, so results are bit-equal:
-    resize and crop in PIL (antialiased), then to a float tensor and normalize."""
-    image = F.resize(image, [spec.resize], interpolation=InterpolationMode(spec.interpolation), antialias=True)
-    image = F.center_crop(image, [spec.crop])
-    tensor = F.convert_image_dtype(F.pil_to_tensor(image), torch.float)
-    return F.normalize(tensor, mean=list(spec.mean), std=list(spec.std))
+    resize and crop in PIL (antialiased), then to a float tensor in [0, 1] and normalize."""
+    size = resized_size(image.width, image.height, spec.resize)
+    if size != image.size:
+        image = image.resize(size, PIL_FILTERS[spec.interpolation])
+    left = int(round((image.width - spec.crop) / 2.0))
+    top = int(round((image.height - spec.crop) / 2.0))
+    image = image.crop((left, top, left + spec.crop, top + spec.crop))
+    tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    tensor = tensor.to(torch.float) / 255.0
+    mean = torch.as_tensor(spec.mean, dtype=torch.float).view(-1, 1, 1)
+    std = torch.as_tensor(spec.std, dtype=torch.float).view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
