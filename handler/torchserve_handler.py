@@ -42,7 +42,9 @@ class ImageClassifierHandler:
         workers = configured_workers(yaml_config, cores)
         self.threads = ThreadPolicy.from_settings(self.settings.intra_op_threads, model_dir, workers, cores)
         self.card = ModelCard.read(model_dir)
-        self.limits = Limits(self.settings.topk, len(self.card.labels), self.settings.max_image_bytes)
+        # A model with fewer classes than the default top-k answers all of them (a 2-class model: 2).
+        default_topk = min(self.settings.topk, len(self.card.labels))
+        self.limits = Limits(default_topk, len(self.card.labels), self.settings.max_image_bytes)
         manifest = context.manifest.get("model", {})
         self.model_info = {
             "name": manifest.get("modelName"),

@@ -36,7 +36,7 @@ def output_dir() -> Path:
 
 def build_test_archive(store: Path, model_config: dict | None = None, **options: str) -> Path:
     """A random-weights archive from the project's own model-config.yaml with some keys replaced."""
-    config = yaml.safe_load(build_archive.DEFAULT_MODEL_CONFIG.read_text())
+    config = yaml.safe_load(MODEL_CONFIG.read_text())
     config.update(model_config or {})
     config_file = store.parent / f"{store.name}-model-config.yaml"
     config_file.write_text(yaml.safe_dump(config))

@@ -18,7 +18,7 @@ from handler import cores, torchserve_handler
 from handler.settings import DEFAULTS
 from handler.torchserve_handler import ImageClassifierHandler
 from service.photos import photos
-from tests.conftest import MODEL
+from tests.conftest import MODEL, build_test_archive
 
 
 def load_handler(model_store, model_dir, **handler_settings) -> tuple[ImageClassifierHandler, Context]:
@@ -196,3 +196,19 @@ def test_settings_come_from_the_archive_yaml_and_a_wrong_one_is_named(model_stor
     assert len(run_batch(custom, [{"body": image}])[0][1]["predictions"]) == 5
     with pytest.raises(ValueError, match="handler setting max_pixels must be a whole number >= 1, got -1"):
         load_handler(model_store, tmp_path / "bad", max_pixels=-1)
+
+
+def test_a_model_with_fewer_classes_than_the_default_topk_answers_all_of_them(tmp_path):
+    """A 2-class model (a fine-tune, a bring-your-own model) answers its 2 classes by default,
+    and a request for more than it has gets a 400 naming the limit: never a failed batch."""
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["cat", "dog"]))
+    store = build_test_archive(tmp_path / "store", labels=str(labels))
+    assert DEFAULTS.topk > 2
+    handler_and_context = load_handler(store, tmp_path / "model_dir")
+    image = photos()["chelsea"].read_bytes()
+    (status, answer), (too_many_status, too_many) = run_batch(
+        handler_and_context, [{"body": image}, {"body": image}], headers=[{}, {"X-TopK": "3"}]
+    )
+    assert status == 200 and [p["label"] for p in answer["predictions"]] in (["cat", "dog"], ["dog", "cat"])
+    assert too_many_status == 400 and "from 1 to 2" in too_many["message"]

@@ -77,7 +77,8 @@ def check_class_names(names: Iterable[str], folder: Path) -> list[str]:
     if len(names) < 2:
         found = ", ".join(repr(n) for n in names) or "none"
         raise FinetuneError(
-            f"{folder}: found {len(names)} class folder(s) ({found}); fine-tuning needs at least 2 classes, {LAYOUT_HINT}"
+            f"{folder}: found {len(names)} class folder(s) ({found}); fine-tuning needs at least 2 classes, "
+            + LAYOUT_HINT
         )
     seen: dict[str, str] = {}
     for name in names:

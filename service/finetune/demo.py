@@ -31,7 +31,10 @@ def _colour(hue: float, rng: random.Random) -> tuple[int, int, int]:
 
 def _polygon(cx: float, cy: float, radius: float, angle: float, corners: int) -> list[tuple[float, float]]:
     return [
-        (cx + radius * math.cos(angle + 2 * math.pi * k / corners), cy + radius * math.sin(angle + 2 * math.pi * k / corners))
+        (
+            cx + radius * math.cos(angle + 2 * math.pi * k / corners),
+            cy + radius * math.sin(angle + 2 * math.pi * k / corners),
+        )
         for k in range(corners)
     ]
 
