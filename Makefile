@@ -17,6 +17,11 @@ ARCHIVE_ARGS := --random-weights
 else
 ARCHIVE_ARGS := --weights $(WEIGHTS)
 endif
+# RUNTIME: torchscript (default), onnxruntime or openvino; PRECISION=bf16 with openvino on a CPU with
+# bf16 (README, Performance). Either one rebuilds the archive: make run RUNTIME=onnxruntime WEIGHTS=random
+RUNTIME ?=
+PRECISION ?=
+ARCHIVE_ARGS += $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(PRECISION),--precision $(PRECISION))
 
 .PHONY: setup archive run serve stop ui test test-deps lint clean soak bench
 
@@ -27,10 +32,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# An existing archive is reused unless WEIGHTS=... or FORCE=1 asks for a new one.
+# An existing archive is reused unless WEIGHTS=..., RUNTIME=..., PRECISION=... or FORCE=1 asks for a new one.
 archive: $(STAMP)
-	@if [ -f $(ARCHIVE) ] && [ -z "$(WEIGHTS)$(FORCE)" ]; then \
-		echo "using $(ARCHIVE) (make archive WEIGHTS=... or FORCE=1 rebuilds it)"; \
+	@if [ -f $(ARCHIVE) ] && [ -z "$(WEIGHTS)$(FORCE)$(RUNTIME)$(PRECISION)" ]; then \
+		echo "using $(ARCHIVE) (make archive WEIGHTS=..., RUNTIME=... or FORCE=1 rebuilds it)"; \
 	else $(PY) scripts/build_archive.py --force $(ARCHIVE_ARGS); fi
 
 run: archive
@@ -86,3 +91,11 @@ container-test: $(STAMP)
 	deploy/podman/prepare-base.sh
 	$(PY) -m pytest -m container tests/container -v
 	@cat test-output/container-test.json
+
+# Fine-tune on a folder of labelled photos (one sub-folder per class) and build model_store/$(NAME).mar
+# with its report beside it (README "Your own classes"). FINETUNE_ARGS: e.g. --unfreeze, --random-weights.
+# `.venv/bin/python scripts/finetune.py --make-demo-data demo-shapes` writes a folder to try it on.
+.PHONY: finetune
+finetune: $(STAMP)
+	@test -n "$(DATA)" -a -n "$(NAME)" || { echo "usage: make finetune DATA=folder NAME=model-name [FINETUNE_ARGS=...]"; exit 2; }
+	$(PY) scripts/finetune.py "$(DATA)" --model-name "$(NAME)" $(FINETUNE_ARGS)

@@ -6,29 +6,62 @@ Its own module because TorchServe wants exactly one class in the handler's entry
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
+from handler.errors import RequestError
 from handler.request import ParsedRequest
+
+
+class Accepted(NamedTuple):
+    """A request with at least one decoded image: per image, its row in the batch's model input,
+    or the error that image alone caused."""
+
+    index: int  # in TorchServe's batch
+    parsed: ParsedRequest
+    rows: tuple[int | RequestError, ...]
 
 
 @dataclass
 class Batch:
-    """Each request's answer once known, and the accepted requests waiting for the model.
+    """Each request's answer once known, and the accepted requests' images waiting for the model.
 
-    preprocess answers describe requests and refused ones at once; the accepted ones (batch
-    index, parsed request, input tensor) wait for the one forward pass and postprocess."""
+    preprocess answers describe requests and refused ones at once; every decoded image of the
+    accepted ones (several per request, possibly) waits for the forward pass, then postprocess
+    gives each request its own answer."""
 
     answers: list[str | None]
-    accepted: list[tuple[int, ParsedRequest, torch.Tensor]] = field(default_factory=list)
+    accepted: list[Accepted] = field(default_factory=list)
+    inputs: list[torch.Tensor] = field(default_factory=list)  # the model's rows, in order
     described: int = 0
+    explain: dict[int, int | None] = field(default_factory=dict)  # request index -> class (None: top)
 
     @classmethod
     def of_size(cls, n: int) -> Batch:
         return cls(answers=[None] * n)
 
+    def accept(self, index: int, parsed: ParsedRequest, images: list[torch.Tensor | RequestError]) -> None:
+        rows: list[int | RequestError] = []
+        for image in images:
+            if isinstance(image, RequestError):
+                rows.append(image)
+            else:
+                rows.append(len(self.inputs))
+                self.inputs.append(image)
+        self.accepted.append(Accepted(index, parsed, tuple(rows)))
+
     def stacked_inputs(self) -> torch.Tensor:
-        return torch.stack([tensor for _, _, tensor in self.accepted])
+        return torch.stack(self.inputs)
+
+    def row_topk(self) -> list[int]:
+        """Each model row's top-k: its request's."""
+        ks = [0] * len(self.inputs)
+        for request in self.accepted:
+            for row in request.rows:
+                if isinstance(row, int):
+                    ks[row] = request.parsed.topk
+        return ks
 
     @property
     def refused(self) -> int:

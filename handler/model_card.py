@@ -15,6 +15,9 @@ LABELS_FILE = "labels.json"
 PREPROCESSING_FILE = "preprocessing.json"
 PROVENANCE_FILE = "provenance.json"
 MODEL_FILE = "model.pt"
+# The export of model.pt that ONNX Runtime and OpenVINO archives run (handler/runtime.py).
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT = "torchscript"
 
 
 class ArchiveIntegrityError(RuntimeError):
@@ -63,6 +66,20 @@ class Provenance:
     # Fine-tuned models (service/finetune): base weights, dataset fingerprint, class counts, epochs,
     # validation accuracy. JSON-ready facts only; absent for every other archive.
     training: dict[str, object] | None = None
+    # What runs the model (handler/runtime.py: "torchscript", "onnxruntime", "openvino") and at which
+    # precision ("fp32", "bf16", "int8"); None in archives built before runtimes were recorded.
+    runtime: str | None = None
+    precision: str | None = None
+    # sha256 of every model file the runtime reads besides model.pt (e.g. model.onnx): checked at load.
+    model_files: dict[str, str] | None = None
+
+    @property
+    def served_runtime(self) -> str:
+        return self.runtime or TORCHSCRIPT
+
+    @property
+    def served_precision(self) -> str:
+        return self.precision or ("int8" if self.quantization else "fp32")
 
     @property
     def random_weights(self) -> bool:
@@ -136,12 +153,23 @@ class ModelCard:
             provenance=Provenance.from_dict(json.loads((directory / PROVENANCE_FILE).read_text())),
         )
 
-    def verify_model_file(self, model_file: Path) -> None:
+    def verify_model_file(self, model_file: Path, expected: str | None = None) -> None:
         """Refuse to serve a model file that is not the one the archive was built with."""
-        expected = self.provenance.model_sha256
+        expected = expected or self.provenance.model_sha256
+        if not Path(model_file).is_file():
+            raise ArchiveIntegrityError(
+                f"{Path(model_file).name} is missing from the archive, but provenance.json records it; "
+                "refusing to serve it"
+            )
         actual = sha256_file(model_file)
         if expected != actual:
             raise ArchiveIntegrityError(
                 f"{Path(model_file).name} has sha256 {actual}, but provenance.json records {expected}: "
                 "the archive was altered after it was built; refusing to serve it"
             )
+
+    def verify_model_files(self, directory: Path) -> None:
+        """model.pt and every exported model file the runtime reads, each against its recorded sha256."""
+        self.verify_model_file(Path(directory) / MODEL_FILE)
+        for name, expected in sorted((self.provenance.model_files or {}).items()):
+            self.verify_model_file(Path(directory) / name, expected)

@@ -1,18 +1,17 @@
 """One TorchServe request (a dict of body, form fields and query parameters), parsed once.
 
 `parse_request` reads the request a single time into a `ParsedRequest`: its protocol, its
-image bytes, its top-k and its id. Everything after it (decoding, the answer's shape, an error's
-shape) reads that value, never the raw request again.
+images' bytes, its top-k and its id. Everything after it (decoding, the answer's shape, an
+error's shape: handler/answer.py) reads that value, never the raw request again.
 
-Accepted shapes: a raw image body; a multipart upload; base64 text (optionally a data: URL);
-JSON {"data"|"image"|"b64": <base64>}; KServe v1 {"instances": [...]} and Open Inference
-Protocol v2 {"inputs": [{"datatype": "BYTES", "data": [<base64>]}]}, one image per request.
+Accepted shapes: a raw image body; a multipart upload (one image per file field); base64 text
+(optionally a data: URL); JSON {"data"|"image"|"b64": <base64>}; KServe v1 {"instances": [...]}
+and Open Inference Protocol v2 {"inputs": [{"datatype": "BYTES", "data": [<base64>, ...]}]}.
 
-A KServe v1 request is answered in v1 shape ({"predictions": [...]}) and a v2 request in v2
-shape ({"model_name", "id", "outputs": [...]}), by `reply`/`error_reply`, whatever endpoint it
-came to: TorchServe's /predictions, /v1/models/{name}:predict or /v2/models/{name}/infer, or
-KServe's TorchServe runtime in front of them. No TorchServe envelope is needed (the stock
-kserve/kservev2 envelopes answer only the first request of a batch).
+A request may carry several images (v1 instances, the elements of the one v2 input, multipart
+file fields, a JSON list), up to `Limits.max_images`. One image that cannot be read keeps its
+error in its own slot and the others are still answered; a request with one image keeps the
+error as the request's own, as before.
 """
 
 from __future__ import annotations
@@ -21,16 +20,18 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Literal
 
 from handler.errors import RequestError
+from handler.settings import DEFAULTS
 
 Protocol = Literal["plain", "v1", "v2"]
+# One image of a request: its bytes, or why they could not be read.
+ImageSlot = bytes | RequestError
 
 # Keys TorchServe fills from the query string or that carry options, never image bytes.
-PARAMETERS = ("topk", "model_name")
+PARAMETERS = ("topk", "model_name", "target")  # target: the class to explain
 TOPK_HEADER = "x-topk"
 IMAGE_KEYS = ("body", "data", "file", "image", "b64", "bytes")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -38,26 +39,32 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Limits:
-    """What a request may ask for: the default and highest top-k, and the largest image."""
+    """What a request may ask for: the default and highest top-k, the largest image, the most images."""
 
     topk: int
     num_classes: int
     max_image_bytes: int | None = None
+    max_images: int = DEFAULTS.max_images_per_request
 
 
 @dataclass(frozen=True)
 class ParsedRequest:
     """One request as the rest of the handler sees it.
 
-    `images` is a tuple so that a request may one day carry several; today it holds exactly
-    one. A request that cannot be parsed keeps its `error` (and still its protocol and id, so
+    `images` holds each image's bytes, or the error that image alone caused (only in a request of
+    several). A request that cannot be parsed keeps its `error` (and still its protocol and id, so
     the error is answered in the shape its client reads)."""
 
     protocol: Protocol
     request_id: str | None  # the v2 request's own "id", else TorchServe's request id
     topk: int = 0
-    images: tuple[bytes, ...] = ()
+    images: tuple[ImageSlot, ...] = ()
     error: RequestError | None = None
+
+    @property
+    def several(self) -> bool:
+        """Answered image by image (a list of answers) rather than as one answer."""
+        return len(self.images) > 1
 
 
 def parse_request(
@@ -70,9 +77,11 @@ def parse_request(
     answer_id = str(own_id) if own_id else request_id
     try:
         k = requested_topk(request, body, headers, limits)
-        images = (image_bytes(request, body, limits.max_image_bytes),)
+        images = request_images(request, body, limits)
     except RequestError as error:
         return ParsedRequest(kind, answer_id, error=error)
+    if len(images) == 1 and isinstance(images[0], RequestError):
+        return ParsedRequest(kind, answer_id, error=images[0])
     return ParsedRequest(kind, answer_id, topk=k, images=images)
 
 
@@ -128,12 +137,66 @@ def requested_topk(request: dict, body: dict | None, headers: dict[str, str], li
     return k
 
 
-def image_bytes(request: dict, body: dict | None, max_bytes: int | None = None) -> bytes:
-    """Find the one image in a request, whatever shape it came in; refuse it beyond max_bytes.
+def request_images(request: dict, body: dict | None, limits: Limits) -> tuple[ImageSlot, ...]:
+    """Every image of the request in order, each its bytes or its own error; RequestError for
+    what spoils the whole request (no image at all, more than the limit)."""
+    values = image_values(request, body)
+    if not values:
+        raise RequestError(
+            "the request has no image: send it as the body or as a multipart file field", 400, "MissingImage"
+        )
+    if len(values) > limits.max_images:
+        raise RequestError(
+            f"the request has {len(values)} images; the limit is {limits.max_images} per request",
+            413,
+            "TooManyImages",
+        )
+    return tuple(_slot(value, limits.max_image_bytes) for value in values)
+
+
+def image_values(request: dict, body: dict | None) -> list[object]:
+    """The request's images as sent (bytes, base64 text, a JSON object holding one), in order."""
+    if body is not None:
+        return _json_images(body)
+    if request.get("body") is not None:  # a raw body: one image
+        return [request["body"]]
+    # Multipart: every file field, in the order sent (TorchServe keeps one value per field name).
+    return [value for key, value in request.items() if key not in PARAMETERS and value is not None]
+
+
+def _json_images(body: dict) -> list[object]:
+    if "instances" in body:  # KServe v1: one image per instance
+        instances = body["instances"]
+        return instances if isinstance(instances, list) else [instances]
+    if "inputs" in body:  # Open Inference Protocol v2: one BYTES input, one element per image
+        inputs = body["inputs"]
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+            raise RequestError("v2 request needs exactly one input holding the images", 400, "InvalidRequest")
+        data = inputs[0].get("data")
+        elements = data if isinstance(data, list) else [data]
+        # shape [n, 1] arrives as [[b64], [b64], ...]
+        return [e[0] if isinstance(e, list) and len(e) == 1 else e for e in elements if e is not None]
+    for key in IMAGE_KEYS:
+        if body.get(key) is not None:
+            value = body[key]
+            return value if isinstance(value, list) else [value]
+    raise RequestError(
+        'JSON request has no image: use {"data": "<base64>"} or a KServe v1/v2 body', 400, "MissingImage"
+    )
+
+
+def _slot(value: object, max_bytes: int | None) -> ImageSlot:
+    try:
+        return checked_size(_to_bytes(value), max_bytes)
+    except RequestError as error:
+        return error
+
+
+def checked_size(data: bytes, max_bytes: int | None) -> bytes:
+    """Refuse one image beyond max_bytes.
 
     The frontend's own cap (max_request_size) sits above max_bytes, so an oversized image gets
     this worded 413 rather than the frontend's empty one."""
-    data = _find_image(request, body)
     if max_bytes is not None and len(data) > max_bytes:
         raise RequestError(
             f"the image is {len(data)} bytes ({len(data) / 2**20:.1f} MiB); the limit is {max_bytes} bytes "
@@ -144,43 +207,20 @@ def image_bytes(request: dict, body: dict | None, max_bytes: int | None = None) 
     return data
 
 
-def _find_image(request: dict, body: dict | None) -> bytes:
-    if body is not None:
-        return _to_bytes(body)
-    for key in IMAGE_KEYS:
-        if request.get(key) is not None:
-            return _to_bytes(request[key])
-    for key, value in request.items():  # a multipart field under any other name
-        if key not in PARAMETERS and value is not None:
-            return _to_bytes(value)
-    raise RequestError(
-        "the request has no image: send it as the body or as a multipart file field", 400, "MissingImage"
-    )
-
-
 def _to_bytes(value: object) -> bytes:
+    """One image as sent: bytes, base64 text, or a JSON object holding one of them."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, str):
         return _from_base64(value)
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise RequestError(f"send one image per request, got {len(value)}", 400, "InvalidRequest")
-        return _to_bytes(value[0])
     if isinstance(value, dict):
-        if "instances" in value:  # KServe v1
-            return _to_bytes(value["instances"])
-        if "inputs" in value:  # Open Inference Protocol v2
-            inputs = value["inputs"]
-            if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-                raise RequestError("v2 request needs exactly one input holding the image", 400, "InvalidRequest")
-            return _to_bytes(inputs[0].get("data"))
         for key in IMAGE_KEYS:
             if value.get(key) is not None:
                 return _to_bytes(value[key])
-        raise RequestError(
-            'JSON request has no image: use {"data": "<base64>"} or a KServe v1/v2 body', 400, "MissingImage"
-        )
+        raise RequestError('an image entry has no image: use {"data": "<base64>"} or a base64 string', 400,
+                           "MissingImage")
+    if isinstance(value, list):
+        raise RequestError(f"an image entry is a list of {len(value)}, not one image", 400, "InvalidRequest")
     raise RequestError("the request has no image", 400, "MissingImage")
 
 
@@ -196,40 +236,3 @@ def _from_base64(text: str) -> bytes:
         return base64.b64decode(padded.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise RequestError("text body is not valid base64 image data", 400, "InvalidBase64")
-
-
-def reply(parsed: ParsedRequest, answer: dict, model: dict) -> dict:
-    """The handler's answer ({"predictions": [...], "model": ..., "warning"?}) in the request's protocol.
-
-    v1: {"predictions": [<top-k of the one instance>], ...}; v2: typed outputs "label" (BYTES),
-    "index" (INT64) and "probability" (FP32), each of shape [1, k], the same order.
-    """
-    if parsed.protocol == "v1":
-        return {**answer, "predictions": [answer["predictions"]]}
-    if parsed.protocol != "v2":
-        return answer
-    rows = answer["predictions"]
-    shape = [1, len(rows)]
-    outputs = [
-        {"name": "label", "datatype": "BYTES", "shape": shape, "data": [r["label"] for r in rows]},
-        {"name": "index", "datatype": "INT64", "shape": shape, "data": [r["index"] for r in rows]},
-        {"name": "probability", "datatype": "FP32", "shape": shape, "data": [r["probability"] for r in rows]},
-    ]
-    response: dict[str, object] = {
-        "model_name": model.get("name"),
-        "model_version": model.get("version"),
-        "id": parsed.request_id or str(uuid.uuid4()),
-        "outputs": outputs,
-    }
-    parameters = {k: v for k, v in (("weights", model.get("weights")), ("warning", answer.get("warning"))) if v}
-    if parameters:
-        response["parameters"] = parameters
-    return response
-
-
-def error_reply(parsed: ParsedRequest, error: RequestError) -> dict:
-    """A refused request's JSON; KServe v1/v2 clients read the reason from "error"."""
-    body = error.to_json()
-    if parsed.protocol == "plain":
-        return body
-    return {"error": error.message, **body}

@@ -19,17 +19,37 @@ class HandlerSettings:
     max_pixels: int = 50_000_000
     # Images over this many bytes (after base64 decoding) get a 413 that names the limit (30 MiB).
     max_image_bytes: int = 30 * 2**20
+    # Images one request may carry (KServe v1 instances, v2 elements, multipart files); more get a 413.
+    # Also the most images one forward pass takes, which bounds the worker's memory.
+    max_images_per_request: int = 32
     # "shared": the workers share the cores batch by batch (handler/cores.py); "auto": a fixed
     # cores // workers threads per worker; a number: that many per worker.
     intra_op_threads: str | int = "shared"
     # fp32: torch.jit.optimize_for_inference; int8: freeze. False serves the model as loaded.
     optimize: bool = True
+    # Explanations (POST /explanations/{model}, handler/explain.py): the saliency grid's rows and
+    # columns; occlusion hides a 2x2-cell patch at each of (grid - 1)^2 places, so one explanation
+    # costs (grid - 1)^2 + 1 forward passes (8: 50).
+    explain_grid: int = 8
+    # Masked images per forward call (the last call is padded to the same size, so no new shape).
+    explain_batch: int = 16
+    # Images one batch may explain (also per request); more get a 503 (a request with more: 413).
+    explain_per_batch: int = 1
+    # The share of a worker's time explanations may take; beyond it they get a 503, so predictions
+    # always keep the rest of the worker.
+    explain_share: float = 0.5
 
     def __post_init__(self) -> None:
         """Refuse a wrong setting when the worker starts, in words that name it, rather than
         failing (or silently misbehaving) on the first request."""
-        for name in ("topk", "max_pixels", "max_image_bytes"):
+        for name in ("topk", "max_pixels", "max_image_bytes", "max_images_per_request", "explain_grid",
+                     "explain_batch", "explain_per_batch"):
             _set(self, name, _positive_int(name, getattr(self, name)))
+        if not 2 <= self.explain_grid <= 32:
+            raise ValueError(f"handler setting explain_grid must be from 2 to 32, got {self.explain_grid}")
+        share = self.explain_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise ValueError(f"handler setting explain_share must be a fraction in (0, 1], got {share!r}")
         if self.intra_op_threads is None:  # an empty `intra_op_threads:` in the YAML
             _set(self, "intra_op_threads", "auto")
         if self.intra_op_threads not in THREAD_RULES:

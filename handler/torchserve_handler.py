@@ -14,13 +14,15 @@ from pathlib import Path
 
 import torch
 
+from handler.answer import ImageAnswer, error_reply, first_failure, reply
 from handler.batch import Batch
 from handler.cores import ThreadPolicy, available_cores, configured_workers
 from handler.errors import RequestError
+from handler.explain import Explainer, wants_explanation, with_explanations
 from handler.model_card import MODEL_FILE, ArchiveIntegrityError, ModelCard
 from handler.preprocess import model_input
-from handler.request import Limits, ParsedRequest, error_reply, parse_request, reply
-from handler.runtime import load_model
+from handler.request import Limits, ParsedRequest, parse_request
+from handler.runtime import RuntimeMissingError, load_model
 from handler.settings import HandlerSettings
 from handler.topk import top_k
 
@@ -44,7 +46,10 @@ class ImageClassifierHandler:
         self.card = ModelCard.read(model_dir)
         # A model with fewer classes than the default top-k answers all of them (a 2-class model: 2).
         default_topk = min(self.settings.topk, len(self.card.labels))
-        self.limits = Limits(default_topk, len(self.card.labels), self.settings.max_image_bytes)
+        self.limits = Limits(
+            default_topk, len(self.card.labels), self.settings.max_image_bytes, self.settings.max_images_per_request
+        )
+        self.explainer = Explainer(self.settings, self.card.labels, self.card.preprocessing)
         manifest = context.manifest.get("model", {})
         self.model_info = {
             "name": manifest.get("modelName"),
@@ -52,24 +57,32 @@ class ImageClassifierHandler:
             "arch": self.card.provenance.arch,
             "weights": self.card.provenance.weights,
             "random_weights": self.card.random_weights,
+            "runtime": self.card.provenance.served_runtime,
+            "precision": self.card.provenance.served_precision,
         }
         self.refusal: RequestError | None = None
         try:
-            self.card.verify_model_file(model_dir / MODEL_FILE)
-        except ArchiveIntegrityError as e:
+            self.card.verify_model_files(model_dir)
+            self.model = load_model(model_dir / MODEL_FILE, self.card.provenance, self.settings.optimize)
+        except (ArchiveIntegrityError, RuntimeMissingError) as e:
             # Load, but answer every request with the reason. Failing the worker instead makes
             # TorchServe restart it forever while requests wait in its queue with no answer.
             log.error("%s", e)
-            self.refusal = RequestError(f"{e}; rebuild it with scripts/build_archive.py", 503, "ArchiveIntegrityError")
+            if isinstance(e, ArchiveIntegrityError):
+                self.refusal = RequestError(f"{e}; rebuild it with scripts/build_archive.py", 503, type(e).__name__)
+            else:
+                self.refusal = RequestError(str(e), 503, "RuntimeMissing")
             self.initialized = True
             return
-        self.model = load_model(model_dir / MODEL_FILE, self.card.provenance, self.settings.optimize)
+        self.model_info["precision"] = self.model.precision  # what the runtime really chose
         started = time.perf_counter()
         self.warm_up(int(context.system_properties.get("batch_size") or 1))
         log.info(
-            "loaded %s (%s), %s intra-op threads for %d worker(s) on %d cores, warm-up %.0f ms",
+            "loaded %s (%s) on %s %s, %s intra-op threads for %d worker(s) on %d cores, warm-up %.0f ms",
             self.model_info["name"],
             self.model_info["weights"],
+            self.model_info["runtime"],
+            self.model_info["precision"],
             self.threads.describe(),
             workers,
             cores,
@@ -82,7 +95,7 @@ class ImageClassifierHandler:
         do them now, for every batch size and thread count that can occur, not on a request."""
         crop = self.card.preprocessing.crop
         for _ in self.threads.each_count():
-            for n in sorted({1, max(1, batch_size)}):
+            for n in sorted({1, max(1, batch_size), self.explainer.chunk}):
                 for _ in range(2):
                     self.inference(torch.zeros(n, 3, crop, crop))
 
@@ -92,7 +105,10 @@ class ImageClassifierHandler:
             batch = self.preprocess(data, context)
             if batch.accepted:
                 self.threads.grow()
-                self.postprocess(batch, self.inference(batch.stacked_inputs()))
+                logits = self.inference(batch.stacked_inputs())
+                self.postprocess(batch, logits)
+                if batch.explain:
+                    self.explain(batch, logits, context)
         log.info(
             "batch of %d: %d answered, %d refused in %.1f ms",
             len(data),
@@ -115,32 +131,69 @@ class ImageClassifierHandler:
                 continue
             parsed = parse_request(request, headers, self.limits, context.get_request_id(i))
             error = self.refusal or parsed.error
-            if error is None:
+            if error is None and wants_explanation(headers):  # /explanations, KServe :explain
                 try:
-                    tensor = model_input(parsed.images[0], self.card.preprocessing, self.settings.max_pixels)
-                    batch.accepted.append((i, parsed, tensor))
+                    batch.explain[i] = self.explainer.admit(request, headers, len(parsed.images), len(batch.explain))
                 except RequestError as e:
                     error = e
+            if error is None:
+                images = [self.decode(image) for image in parsed.images]
+                error = first_failure(images)
+                if error is None:
+                    batch.accept(i, parsed, images)
+                elif parsed.several:  # none of its images: its first image's status, every image's reason
+                    context.set_response_status(error.status, error.message, idx=i)
+                    batch.answers[i] = self.encode(images, parsed)
+                    continue
             if error is not None:
                 context.set_response_status(error.status, error.message, idx=i)
                 batch.answers[i] = json.dumps(error_reply(parsed, error))
         return batch
 
-    @torch.inference_mode()
+    def decode(self, image: bytes | RequestError) -> torch.Tensor | RequestError:
+        """One image's bytes to its model input, or the error it alone causes."""
+        if isinstance(image, RequestError):
+            return image
+        try:
+            return model_input(image, self.card.preprocessing, self.settings.max_pixels)
+        except RequestError as e:
+            return e
+
     def inference(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(inputs)
+        """The forward pass over every image of the batch (in passes of at most max_images_per_request
+        images, which bounds the worker's memory), on whichever runtime the archive names."""
+        chunk = self.settings.max_images_per_request
+        if len(inputs) <= chunk:
+            return self.model(inputs)
+        return torch.cat([self.model(part) for part in inputs.split(chunk)])
+
+    def explain(self, batch: Batch, logits: torch.Tensor, context) -> None:
+        """Explanation requests: their answer plus an occlusion map of the image's top (or named) class,
+        its masked copies sent through this same `inference`, so it works on every runtime."""
+        for request in batch.accepted:
+            if request.index not in batch.explain:
+                continue
+            row = request.rows[0]  # an explanation request has exactly one image (Explainer.admit)
+            found = self.explainer.explain(self.inference, request.parsed.images[0], batch.inputs[row], logits[row],
+                                           batch.explain[request.index])
+            if isinstance(found, RequestError):
+                context.set_response_status(found.status, found.message, idx=request.index)
+                batch.answers[request.index] = json.dumps(error_reply(request.parsed, found))
+            else:
+                answer = batch.answers[request.index] or ""
+                batch.answers[request.index] = with_explanations(answer, request.parsed.protocol, [found])
 
     def postprocess(self, batch: Batch, logits: torch.Tensor) -> None:
-        """Each accepted request's own top-k, as JSON in its own protocol's shape."""
-        rows = top_k(logits, [parsed.topk for _, parsed, _ in batch.accepted], self.card.labels)
-        for (i, parsed, _), predictions in zip(batch.accepted, rows, strict=True):
-            batch.answers[i] = self.encode(predictions, parsed)
+        """Each image's own top-k; each accepted request's answer as JSON in its own protocol's shape."""
+        rows = top_k(logits, batch.row_topk(), self.card.labels)
+        for request in batch.accepted:
+            results = [rows[row] if isinstance(row, int) else row for row in request.rows]
+            batch.answers[request.index] = self.encode(results, request.parsed)
 
-    def encode(self, predictions: list[dict[str, object]], parsed: ParsedRequest) -> str:
-        answer: dict[str, object] = {"predictions": predictions, "model": self.model_info}
-        if self.card.random_weights:
-            answer["warning"] = RANDOM_WEIGHTS_WARNING
-        return json.dumps(reply(parsed, answer, self.model_info), separators=(",", ":"))
+    def encode(self, results: list[ImageAnswer], parsed: ParsedRequest) -> str:
+        """Each image's top-k (or its error), in the request's protocol's shape."""
+        warning = RANDOM_WEIGHTS_WARNING if self.card.random_weights else None
+        return json.dumps(reply(parsed, results, self.model_info, warning), separators=(",", ":"))
 
     def describe(self) -> dict[str, object]:
         """GET /models/{name}?customized=true: what this worker serves, and whether it does."""

@@ -14,6 +14,11 @@ With the official weights, torchvision's own pre-quantized ResNet18_QuantizedWei
 with --weights or --random-weights, post-training static quantization of those fp32 weights,
 calibrated on --calibration DIR (a folder of your own photos, the recommended way) and augmented
 crops of them; without it, on the sample photos (installed by requirements-dev.txt only).
+
+--runtime onnxruntime|openvino: the archive also carries model.onnx, exported from model.pt (which
+stays the source of truth) and checked against it on the same photos (fp32: max logit difference
+<= 1e-4, else no archive); the handler then runs that runtime. --precision bf16 (openvino, on a CPU
+with bf16) trades exactness for speed and prints its top-1 agreement with fp32, as int8 does.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from handler.runtime import RUNTIMES  # noqa: E402
 from service.archive import BuildError, BuildRequest  # noqa: E402
 from service.archive import build as build_request  # noqa: E402
 from service.archive.builder import DEFAULT_ARCH  # noqa: E402
 from service.archive.calibration import calibration_batches  # noqa: E402, F401 (re-exported, see below)
+from service.archive.export import PRECISIONS  # noqa: E402
 from service.archive.quantize import quantize_int8  # noqa: E402, F401
 from service.archive.sources import preprocessing_of  # noqa: E402, F401
 from service.names import DEFAULT_MODEL, MODEL_CONFIG, MODEL_STORE  # noqa: E402
@@ -62,15 +69,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--calibration",
         type=Path,
         metavar="DIR",
-        help="folder of your own photos to calibrate --quantize int8 on (default: the sample photos, dev-only)",
+        help="folder of your own photos to calibrate --quantize int8 on and to check a --runtime export on "
+        "(default: the sample photos, dev-only)",
+    )
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, default=RUNTIMES[0], help="what serves the model (default %(default)s)"
+    )
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=PRECISIONS[0], help="bf16: --runtime openvino on a CPU with bf16"
     )
     args = p.parse_args(argv)
     if args.torchscript and not args.labels:
         p.error("--torchscript needs --labels")
     if args.quantize and args.torchscript:
         p.error("--quantize needs a torchvision --arch, not --torchscript")
-    if args.calibration and not args.quantize:
-        p.error("--calibration needs --quantize int8")
+    if args.calibration and not (args.quantize or args.runtime != RUNTIMES[0]):
+        p.error("--calibration needs --quantize int8 or --runtime onnxruntime/openvino")
     return args
 
 

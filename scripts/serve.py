@@ -33,7 +33,9 @@ def print_banner(server: TorchServe, models: dict[str, dict], ui_port: int | Non
     print("\nTorchServe is ready:")
     for name, info in models.items():
         warning = "   <- RANDOM WEIGHTS: answers mean nothing" if info.get("random_weights") else ""
-        print(f"  model {name} {info.get('version')} ({info.get('arch')}, weights {info.get('weights')}){warning}")
+        runtime = f", {info['runtime']} {info.get('precision')}" if info.get("runtime") else ""
+        facts = f"{info.get('arch')}, weights {info.get('weights')}{runtime}"
+        print(f"  model {name} {info.get('version')} ({facts}){warning}")
     print(f"""
   inference   {e.inference}/predictions/{model}
   management  {e.management}/models

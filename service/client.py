@@ -164,6 +164,23 @@ class TorchServeClient:
             "inference", "POST", f"{self.endpoints.inference}/predictions/{model}", data=image, headers=headers
         )
 
+    def explain(
+        self, model: str, image: bytes, target: str | None = None, topk: int | None = None, filename: str = "image",
+        shrink: bool = True,
+    ) -> requests.Response:
+        """POST /explanations/{model}: the predictions plus an occlusion map of the top class, or of
+        `target` (a label or class index), sent the same way as predict sends the photo."""
+        image, shrunk = shrink_for_upload(image) if shrink else (image, False)
+        content_type = "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        headers = {"Content-Type": content_type}
+        if topk is not None:
+            headers["X-TopK"] = str(topk)
+        if target is not None:
+            headers["X-Explain-Target"] = target
+        return self._call(
+            "inference", "POST", f"{self.endpoints.inference}/explanations/{model}", data=image, headers=headers
+        )
+
     # Management API
     def list_models(self) -> requests.Response:
         return self._call("management", "GET", f"{self.endpoints.management}/models")

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "config.properties"
 MODEL_CONFIG = ROOT / "config" / "model-config.yaml"
 LOG_CONFIG = ROOT / "config" / "log4j2.xml"
+# The metrics TorchServe exports: its own and the handler's (config.properties: metrics_config).
+METRICS_CONFIG = ROOT / "config" / "metrics.yaml"
 MODEL_STORE = ROOT / "model_store"
 HANDLER_PACKAGE = ROOT / "handler"
 UI_APP = ROOT / "ui" / "app.py"

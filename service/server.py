@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from service.client import Endpoints, TorchServeClient, ready_workers
-from service.names import CONFIG, KEY_FILE_NAME, LOG_CONFIG, MODEL_STORE, RUN_DIR
+from service.names import CONFIG, KEY_FILE_NAME, LOG_CONFIG, METRICS_CONFIG, MODEL_STORE, RUN_DIR
 from service.photos import warm_up_jpeg
 from service.processes import PID_FILE, read_pid, running_pid, stop_group, write_pid
 from service.properties import read_properties, render_config
@@ -67,7 +67,12 @@ class TorchServe:
         self.run_dir = Path(run_dir).resolve()
         self.model_store = Path(model_store).resolve()
         self.base_config = Path(config)
-        self.overrides = {"model_store": str(self.model_store), **(overrides or {})}
+        # Paths in config.properties are the checkout's; the server runs in run_dir, so make them absolute.
+        self.overrides = {
+            "model_store": str(self.model_store),
+            "metrics_config": str(METRICS_CONFIG),
+            **(overrides or {}),
+        }
         self.log_config = log_config  # None: TorchServe's built-in logging
         self.process: subprocess.Popen | None = None
 

@@ -33,6 +33,7 @@ DEPLOY_KEYS = {
     "inference_address", "management_address", "metrics_address",  # 0.0.0.0 / KServe's 8085
     "grpc_inference_address", "grpc_management_address",
     "allowed_urls", "model_store",  # absolute paths in the image / KServe's mount
+    "metrics_config",  # the image's path; KServe's runtime keeps TorchServe's own (no handler series)
     "disable_token_authorization",  # off only behind cluster-internal access (k8s, KServe)
     "model_snapshot", "enable_envvars_config",  # KServe's wrapper and runtime
 }

@@ -299,3 +299,45 @@ def test_any_exception_while_decoding_becomes_a_request_error(monkeypatch):
             decode_image(jpeg(), MAX_PIXELS)
         assert 400 <= raised.value.status < 500
         monkeypatch.undo()
+
+
+def _photo_like(width: int, height: int, mode: str) -> Image.Image:
+    """A smooth picture of the given size and mode (upscaled noise, so it compresses like a photo)."""
+    rng = np.random.default_rng(width + height)
+    base = Image.fromarray(rng.integers(0, 256, (height // 32, width // 32, 4), dtype=np.uint8), "RGBA")
+    big = base.resize((width, height), Image.Resampling.BILINEAR)
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(big.convert("L"), dtype=np.uint16) * 257)
+    if mode == "P":
+        return big.convert("RGB").quantize(64)
+    return big.convert(mode)
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGBA", "PNG"), ("RGB", "PNG"), ("P", "PNG"), ("I;16", "PNG"), ("RGB", "TIFF")])
+def test_large_pictures_are_reduced_before_conversion_and_stay_close(mode, fmt):
+    """A large non-JPEG is box-averaged to no less than twice the resize target before to_rgb's
+    copies (memory: docs/RELIABILITY.md); the model's input stays close to full decoding."""
+    spec = Preprocessing()
+    data = _encoded(_photo_like(2400, 1800, mode), fmt)
+    reduced = decode_for_model(data, spec, DEFAULTS.max_pixels)
+    assert min(reduced.size) >= 2 * spec.resize and min(reduced.size) < 4 * spec.resize
+    full = decode_image(data, DEFAULTS.max_pixels, min_side=0)
+    assert full.size == (2400, 1800)
+    difference = (to_tensor(reduced, spec) - to_tensor(full, spec)).abs()
+    assert difference.mean() < 0.02 and difference.max() < 0.5, (difference.mean(), difference.max())
+
+
+def test_orientation_is_applied_to_a_reduced_picture():
+    """EXIF orientation is read before reducing (a reduced copy has no TIFF tags) and applied after."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    for fmt in ("TIFF", "PNG"):
+        data = _encoded(_photo_like(1800, 2400, "RGB"), fmt, exif=exif.tobytes())
+        image = decode_for_model(data, Preprocessing(), DEFAULTS.max_pixels)
+        assert image.width > image.height, fmt

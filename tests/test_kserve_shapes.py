@@ -1,5 +1,5 @@
 """KServe v1 / Open Inference Protocol v2 request shapes (handler/request.py) and the answers
-and errors shaped for them."""
+and errors shaped for them (handler/answer.py), with one image or several."""
 
 from __future__ import annotations
 
@@ -8,21 +8,25 @@ import json
 
 import pytest
 
+from handler.answer import error_reply, reply
 from handler.errors import RequestError
-from handler.request import Limits, ParsedRequest, error_reply, parse_request, reply
+from handler.request import Limits, ParsedRequest, parse_request
 
 IMAGE = b"\x89PNG\r\n\x1a\n not really a png"
 B64 = base64.b64encode(IMAGE).decode()
 V1 = {"instances": [{"data": B64}]}
 V2 = {"id": "req-1", "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [B64]}]}
-ANSWER = {
-    "predictions": [
-        {"label": "tabby", "index": 281, "probability": 0.5},
-        {"label": "tiger cat", "index": 282, "probability": 0.25},
-    ],
-    "model": {"name": "resnet18", "version": "1.0", "weights": "IMAGENET1K_V1"},
+TOP2 = [
+    {"label": "tabby", "index": 281, "probability": 0.5},
+    {"label": "tiger cat", "index": 282, "probability": 0.25},
+]
+MODEL = {
+    "name": "resnet18",
+    "version": "1.0",
+    "weights": "IMAGENET1K_V1",
+    "runtime": "onnxruntime",
+    "precision": "fp32",
 }
-MODEL = ANSWER["model"]
 LIMITS = Limits(topk=3, num_classes=1000)
 
 
@@ -68,14 +72,45 @@ def test_image_from_kserve_bodies(body):
     "body",
     [
         {"inputs": []},
-        {"inputs": [V2["inputs"][0], V2["inputs"][0]]},
-        {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [B64, B64]}]},
+        {"inputs": [V2["inputs"][0], V2["inputs"][0]]},  # the images go in one input, not several
+        {"inputs": [{"name": "image", "shape": [0], "datatype": "BYTES", "data": []}]},
         {"instances": []},
     ],
 )
-def test_one_image_per_kserve_request(body):
+def test_kserve_request_without_exactly_one_image_input_is_refused(body):
     parsed = parse({"body": body})
     assert isinstance(parsed.error, RequestError) and parsed.error.status == 400 and parsed.images == ()
+
+
+OTHER = b"\xff\xd8\xff another image"
+B64_OTHER = base64.b64encode(OTHER).decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"instances": [B64, {"data": B64_OTHER}, {"b64": B64}]},
+        {"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": [B64, B64_OTHER, B64]}]},
+        {"inputs": [{"name": "image", "shape": [3, 1], "datatype": "BYTES", "data": [[B64], [B64_OTHER], [B64]]}]},
+    ],
+)
+def test_several_images_per_kserve_request_in_order(body):
+    parsed = parse({"body": body})
+    assert parsed.error is None and parsed.several and parsed.images == (IMAGE, OTHER, IMAGE)
+
+
+def test_one_bad_instance_keeps_its_own_error_and_the_others_their_bytes():
+    parsed = parse({"body": {"instances": [B64, "@@@", {"nothing": 1}, B64_OTHER]}})
+    assert parsed.error is None and len(parsed.images) == 4
+    assert parsed.images[0] == IMAGE and parsed.images[3] == OTHER
+    assert parsed.images[1].kind == "InvalidBase64" and parsed.images[2].kind == "MissingImage"
+
+
+def test_images_per_request_are_capped_with_a_413():
+    limits = Limits(topk=3, num_classes=1000, max_images=2)
+    parsed = parse_request({"body": {"instances": [B64] * 3}}, {}, limits)
+    assert parsed.error.status == 413 and parsed.error.kind == "TooManyImages" and "limit is 2" in parsed.error.message
+    assert parse_request({"body": {"instances": [B64] * 2}}, {}, limits).error is None
 
 
 def test_topk_from_v2_parameters():
@@ -84,26 +119,53 @@ def test_topk_from_v2_parameters():
 
 
 def test_plain_answer_unchanged():
-    assert reply(parse({"body": IMAGE}), ANSWER, MODEL) is ANSWER
+    assert reply(parse({"body": IMAGE}), [TOP2], MODEL) == {"predictions": TOP2, "model": MODEL}
+    assert reply(parse({"body": IMAGE}), [TOP2], MODEL, "random")["warning"] == "random"
 
 
 def test_v1_answer_has_one_prediction_per_instance():
-    answer = reply(parse({"body": V1}), ANSWER, MODEL)
-    assert answer["predictions"] == [ANSWER["predictions"]]
+    answer = reply(parse({"body": V1}), [TOP2], MODEL)
+    assert answer == {"predictions": [TOP2], "model": MODEL}
 
 
 def test_v2_answer_shape():
-    answer = reply(parse({"body": V2}, "ts-id"), {**ANSWER, "warning": "random"}, MODEL)
+    answer = reply(parse({"body": V2}, "ts-id"), [TOP2], MODEL, "random")
     assert answer["model_name"] == "resnet18" and answer["model_version"] == "1.0"
     assert answer["id"] == "req-1"  # the request's own id wins over TorchServe's
-    assert answer["parameters"]["warning"] == "random"
+    assert answer["parameters"] == {"warning": "random", "weights": "IMAGENET1K_V1", "runtime": "onnxruntime",
+                                    "precision": "fp32"}
     outputs = {o["name"]: o for o in answer["outputs"]}
     assert outputs["label"] == {"name": "label", "datatype": "BYTES", "shape": [1, 2], "data": ["tabby", "tiger cat"]}
     assert outputs["index"]["datatype"] == "INT64" and outputs["index"]["data"] == [281, 282]
     assert outputs["probability"]["datatype"] == "FP32" and outputs["probability"]["data"] == [0.5, 0.25]
+    assert [o["name"] for o in answer["outputs"]] == ["label", "index", "probability"]  # no error output
     without_id = {"inputs": V2["inputs"]}
-    assert reply(parse({"body": without_id}, "ts-id"), ANSWER, MODEL)["id"] == "ts-id"
-    assert reply(parse({"body": without_id}), ANSWER, MODEL)["id"]  # generated
+    assert reply(parse({"body": without_id}, "ts-id"), [TOP2], MODEL)["id"] == "ts-id"
+    assert reply(parse({"body": without_id}), [TOP2], MODEL)["id"]  # generated
+
+
+TOP2_OTHER = [{"label": "dog", "index": 5, "probability": 0.75}, {"label": "cat", "index": 4, "probability": 0.125}]
+BAD = RequestError("not an image", 415, "UnsupportedImage")
+SEVERAL = {"instances": [B64, B64_OTHER, B64]}
+
+
+def test_several_images_answered_in_order_with_an_error_entry_per_bad_one():
+    v1 = reply(parse({"body": SEVERAL}), [TOP2, BAD, TOP2_OTHER], MODEL)
+    bad = {"error": "not an image", "code": 415, "type": "UnsupportedImage"}
+    assert v1["predictions"] == [TOP2, bad, TOP2_OTHER] and v1["model"] == MODEL
+    plain = reply(parse({"file1": IMAGE, "file2": OTHER, "file3": IMAGE}), [TOP2, BAD, TOP2_OTHER], MODEL)
+    assert plain["results"] == [{"predictions": TOP2}, bad, {"predictions": TOP2_OTHER}] and plain["model"] == MODEL
+
+
+def test_v2_answer_of_several_images_is_n_by_k_with_an_error_output():
+    v2 = {"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": [B64, B64_OTHER, B64]}]}
+    answer = reply(parse({"body": v2}), [TOP2, BAD, TOP2_OTHER], MODEL)
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert all(outputs[name]["shape"] == [3, 2] for name in ("label", "index", "probability"))
+    assert outputs["label"]["data"] == ["tabby", "tiger cat", "", "", "dog", "cat"]
+    assert outputs["index"]["data"] == [281, 282, -1, -1, 5, 4]
+    assert outputs["probability"]["data"] == [0.5, 0.25, 0.0, 0.0, 0.75, 0.125]
+    assert outputs["error"] == {"name": "error", "datatype": "BYTES", "shape": [3], "data": ["", "not an image", ""]}
 
 
 def test_error_reply():

@@ -23,6 +23,9 @@ def image_of(request: dict, max_bytes: int | None = None) -> bytes:
     parsed = parse(request, max_bytes=max_bytes)
     if parsed.error is not None:
         raise parsed.error
+    for image in parsed.images:  # a request of several: the first image's own error
+        if isinstance(image, RequestError):
+            raise image
     assert len(parsed.images) == 1
     return parsed.images[0]
 
@@ -59,7 +62,7 @@ def test_request_shapes(request_):
         ({"topk": b"3"}, "MissingImage"),
         ({"body": "not base64 at all!"}, "InvalidBase64"),
         ({"body": {"something": 1}}, "MissingImage"),
-        ({"body": {"instances": [{"data": B64}, {"data": B64}]}}, "InvalidRequest"),
+        ({"body": {"instances": [{"data": B64}, {"data": ["x", "y"]}]}}, "InvalidRequest"),  # a list is not one image
     ],
 )
 def test_bad_requests(request_, kind):
@@ -103,3 +106,27 @@ def test_a_parsed_request_is_frozen_and_holds_its_images_as_a_tuple():
     assert parsed == ParsedRequest("plain", None, topk=3, images=(IMAGE,))
     with pytest.raises(AttributeError):
         parsed.topk = 5  # type: ignore[misc]
+
+
+def test_several_multipart_files_each_an_image_in_the_order_sent():
+    """One image per file field (TorchServe keeps one value per field name: distinct names);
+    query parameters and the topk field are not images."""
+    parsed = parse({"first": IMAGE, "topk": b"2", "second": b"other", "third": bytearray(IMAGE)})
+    assert parsed.error is None and parsed.several and parsed.topk == 2
+    assert parsed.images == (IMAGE, b"other", IMAGE)
+
+
+def test_a_raw_body_is_one_image_whatever_else_the_request_carries():
+    parsed = parse({"body": IMAGE, "model_name": b"resnet18", "topk": b"1"})
+    assert parsed.images == (IMAGE,) and not parsed.several
+
+
+def test_one_oversized_image_of_several_gets_its_own_413():
+    parsed = parse({"a": IMAGE, "b": IMAGE + b"more"}, max_bytes=len(IMAGE))
+    assert parsed.error is None and parsed.images[0] == IMAGE
+    assert parsed.images[1].status == 413 and parsed.images[1].kind == "ImageTooLarge"
+
+
+def test_a_json_list_of_images():
+    parsed = parse({"body": {"data": [B64, B64]}})
+    assert parsed.protocol == "plain" and parsed.images == (IMAGE, IMAGE)

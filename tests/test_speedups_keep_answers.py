@@ -109,7 +109,7 @@ def test_optimized_model_equals_plain_torchscript(fp32_dir):
 
 def test_optimized_model_is_frozen(fp32_dir):
     fast = load_model(fp32_dir / MODEL_FILE, ModelCard.read(fp32_dir).provenance)
-    assert not list(fast.parameters()), "frozen: weights are constants, not parameters"
+    assert not list(fast.module.parameters()), "frozen: weights are constants, not parameters"
 
 
 def test_thread_count_changes_do_not_change_answers(fp32_dir):

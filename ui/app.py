@@ -55,6 +55,11 @@ def show_sidebar(state: ServerState, settings: Settings) -> int:
                 f"**Model:** `{state.model.get('name')}` version `{state.model.get('version')}`  \n"
                 f"**Architecture:** {state.model.get('arch')}  \n"
                 f"**Weights:** {state.model.get('weights')}"
+                + (
+                    f"  \n**Runtime:** {state.model['runtime']} {state.model.get('precision') or ''}"
+                    if state.model.get("runtime")
+                    else ""
+                )
             )
         if state.random_weights:
             st.warning(state.warning or "Random weights: the answers mean nothing.", icon=":material/warning:")

@@ -1,7 +1,9 @@
-"""build(): choose the source, capture its preprocessing, quantize if asked, script, pack."""
+"""build(): choose the source, capture its preprocessing, quantize if asked, script, export for
+the runtime asked (checked against TorchScript), pack."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,9 +12,11 @@ from pathlib import Path
 import torch
 import torchvision
 
-from handler.model_card import MODEL_FILE, ModelCard, Preprocessing, Provenance, sha256_file
+from handler.model_card import MODEL_FILE, TORCHSCRIPT, ModelCard, Preprocessing, Provenance, sha256_file
+from service.archive.agreement import Agreement, model_agreement
 from service.archive.calibration import CalibrationPhotos, calibration_photos
 from service.archive.errors import BuildError
+from service.archive.export import check_runtime_request, export_for_runtime
 from service.archive.pack import load_torchscript, pack, save_torchscript, script_and_check
 from service.archive.quantize import QUANTIZED_ENGINE, quantize_int8
 from service.archive.sources import Source, eager_source, pretrained_int8_source, torchscript_source
@@ -41,13 +45,20 @@ class BuildRequest:
     std: Sequence[float] | None = None
     force: bool = False
     quantize: str | None = None  # "int8"
-    calibration: Path | None = None  # folder of photos for int8 calibration
+    calibration: Path | None = None  # folder of photos for int8 calibration and export checks
+    runtime: str = TORCHSCRIPT  # what serves the model: torchscript, onnxruntime, openvino
+    precision: str = "fp32"  # bf16: openvino on a CPU with bf16 (int8 is --quantize)
     trained: Source | None = None  # a model trained in this process (service/finetune); no flag
 
     @property
     def calibrates(self) -> bool:
         """int8 from fp32 weights needs calibration photos; torchvision's int8 weights come calibrated."""
         return bool(self.quantize) and bool(self.weights or self.random_weights)
+
+    @property
+    def exports(self) -> bool:
+        """Another runtime than TorchScript: model.pt is exported, and the export checked on photos."""
+        return self.runtime != TORCHSCRIPT
 
 
 def choose_source(request: BuildRequest) -> Source:
@@ -97,11 +108,41 @@ def check_request(request: BuildRequest, archive: Path) -> None:
         raise BuildError(f"model config {request.model_config} does not exist")
     if request.quantize and request.torchscript:
         raise BuildError("--quantize needs a torchvision --arch, not --torchscript")
-    if request.calibration and not request.calibrates:
+    if request.calibration and not (request.calibrates or request.exports):
         raise BuildError(
             "--calibration goes with --quantize int8 and --weights or --random-weights "
-            "(torchvision's official int8 weights come calibrated)"
+            "(torchvision's official int8 weights come calibrated), or with --runtime onnxruntime/openvino"
         )
+    check_runtime_request(request.runtime, request.precision, request.quantize)
+
+
+def request_photos(request: BuildRequest) -> CalibrationPhotos | None:
+    """The photos the build needs (int8 calibration, the export check), found before any work."""
+    if request.calibrates:
+        return calibration_photos(request.calibration)
+    if request.exports:
+        return calibration_photos(request.calibration, f"checking the {request.runtime} export against TorchScript")
+    return None
+
+
+def export(model_file: Path, card: ModelCard, photos: CalibrationPhotos) -> tuple[ModelCard, Agreement]:
+    """Export model.pt for the card's runtime beside it; the card then records every model file's sha256."""
+    files, agreement = export_for_runtime(model_file, card, photos)
+    hashes = {name: sha256_file(path) for name, path in files.items()}
+    provenance = dataclasses.replace(card.provenance, model_files=hashes)
+    return dataclasses.replace(card, provenance=provenance), agreement
+
+
+def report_agreement(request: BuildRequest, source: Source, scripted, card: ModelCard, photos, agreement) -> None:
+    """What the opt-in precisions (int8, bf16) and an fp32 export cost in answers, printed at build time."""
+    what = f"{card.provenance.served_runtime} {card.provenance.served_precision}"
+    if request.quantize and source.calibration is None and photos is not None:  # fp32 weights at hand
+        agreement = model_agreement(source.model, scripted, card.preprocessing, photos, source.weights)
+    if agreement is not None:
+        print(f"{what} on {photos.what}: {agreement.summary()}")
+    elif request.quantize:
+        print(f"{what}: torchvision's pre-quantized weights, no fp32 model at hand to compare with here "
+              "(torchvision publishes their ImageNet accuracy against fp32's)")
 
 
 def build(request: BuildRequest) -> Path:
@@ -109,7 +150,7 @@ def build(request: BuildRequest) -> Path:
     export_path = Path(request.export_path).resolve()
     archive = export_path / f"{request.model_name}.mar"
     check_request(request, archive)
-    photos = calibration_photos(request.calibration) if request.calibrates else None  # fail before the work
+    photos = request_photos(request)  # fail before the work
     source = choose_source(request)
     preprocessing = capture_preprocessing(source.preprocessing, request)
     scripted, calibration = compile_model(source, preprocessing, request.quantize, photos)
@@ -129,8 +170,18 @@ def build(request: BuildRequest) -> Path:
             torch=torch.__version__,
             torchvision=torchvision.__version__,
             training=source.training,
+            runtime=request.runtime,
+            precision=request.quantize or request.precision,
         )
         card = ModelCard(labels=source.labels, preprocessing=preprocessing, provenance=provenance)
-        pack(model_file, card, request.model_name, request.version, request.model_config, export_path)
-    print(f"built {archive} ({source.arch}, weights {source.weights}, {len(source.labels)} classes)")
+        agreement = None
+        if request.exports:
+            card, agreement = export(model_file, card, photos)
+        report_agreement(request, source, scripted, card, photos, agreement)
+        extra = [model_file.with_name(name) for name in card.provenance.model_files or {}]
+        pack(model_file, card, request.model_name, request.version, request.model_config, export_path, extra)
+    print(
+        f"built {archive} ({source.arch}, weights {source.weights}, {len(source.labels)} classes, "
+        f"{card.provenance.served_runtime} {card.provenance.served_precision})"
+    )
     return archive

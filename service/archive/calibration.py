@@ -1,4 +1,5 @@
-"""Photos for int8 calibration, preprocessed exactly as the handler does it.
+"""Photos for int8 calibration and for checking an exported runtime, preprocessed exactly as the
+handler does it.
 
 The recommended source is a folder of the user's own photos (`--calibration DIR`): pictures
 like the ones the model will serve. Without it the builder falls back to the sample photos that
@@ -39,7 +40,7 @@ def photo_folder(folder: Path) -> CalibrationPhotos:
     return CalibrationPhotos(paths, f"photos from {folder.name}")
 
 
-def sample_photos() -> CalibrationPhotos:
+def sample_photos(purpose: str = "int8 calibration") -> CalibrationPhotos:
     """The sample photos, if the dev-only packages that carry them are installed."""
     try:
         from service.photos import photos
@@ -47,15 +48,15 @@ def sample_photos() -> CalibrationPhotos:
         return CalibrationPhotos(list(photos().values()), "sample photos")
     except ImportError as e:
         raise BuildError(
-            f"int8 calibration needs photos, and the sample photos are not installed ({e}).\n"
+            f"{purpose} needs photos, and the sample photos are not installed ({e}).\n"
             "Pass a folder of your own photos, ideally like the ones the model will serve:\n"
             "  --calibration /path/to/photos   (JPEG, PNG, ...; a few dozen are enough)\n"
             "or install the development packages that carry the sample photos: pip install -r requirements-dev.txt"
         ) from None
 
 
-def calibration_photos(folder: Path | None) -> CalibrationPhotos:
-    return photo_folder(folder) if folder else sample_photos()
+def calibration_photos(folder: Path | None, purpose: str = "int8 calibration") -> CalibrationPhotos:
+    return photo_folder(folder) if folder else sample_photos(purpose)
 
 
 def _decode(path: Path) -> Image.Image:

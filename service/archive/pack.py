@@ -54,15 +54,23 @@ def save_torchscript(scripted: torch.jit.ScriptModule, path: Path) -> None:
 
 
 def pack(
-    model_file: Path, card: ModelCard, model_name: str, version: str, model_config: Path, export_path: Path
+    model_file: Path,
+    card: ModelCard,
+    model_name: str,
+    version: str,
+    model_config: Path,
+    export_path: Path,
+    model_files: list[Path] | None = None,
 ) -> Path:
-    """torch-model-archiver over the model file, the model card, the handler package and
-    model-config.yaml; returns the archive's path."""
+    """torch-model-archiver over the model file (and the exported ones beside it), the model card,
+    the handler package and model-config.yaml; returns the archive's path."""
     with tempfile.TemporaryDirectory(prefix="build-archive-") as tmp:
         stage, scratch = Path(tmp) / "extra", Path(tmp) / "scratch"
         stage.mkdir()
         scratch.mkdir()
         card.write(stage)
+        for path in model_files or []:
+            shutil.copy(path, stage / path.name)
         shutil.copytree(HANDLER_PACKAGE, stage / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         export_path.mkdir(parents=True, exist_ok=True)
         command = [

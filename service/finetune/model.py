@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -89,3 +90,21 @@ def fold_standardization(head: nn.Linear, mean: torch.Tensor, std: torch.Tensor)
         folded.weight.copy_(head.weight / std)
         folded.bias.copy_(head.bias - (head.weight * (mean / std)).sum(1))
     return folded
+
+
+@torch.no_grad()
+def estimate_norm_statistics(model: nn.Module, inputs: Iterable[torch.Tensor]) -> int:
+    """Batch-norm statistics averaged over `inputs`: random weights come with none (mean 0, variance 1),
+    which leaves the features badly scaled and the whole-network phase unstable. Returns the layers set."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over all batches
+    model.train()
+    for batch in inputs:
+        model(batch)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.eval()
+    return len(norms)

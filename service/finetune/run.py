@@ -21,7 +21,14 @@ from service.archive.builder import DEFAULT_ARCH, check_request
 from service.archive.sources import official_weights, preprocessing_of, trained_source
 from service.finetune.dataset import Dataset, load_dataset
 from service.finetune.errors import FinetuneError
-from service.finetune.model import BaseModel, image_size_preprocessing, load_base, with_new_head
+from service.finetune.inputs import batches, serving_input
+from service.finetune.model import (
+    BaseModel,
+    estimate_norm_statistics,
+    image_size_preprocessing,
+    load_base,
+    with_new_head,
+)
 from service.finetune.progress import Progress
 from service.finetune.report import evaluation, write_report
 from service.finetune.train import PhaseResult, TrainConfig, predict, train_full, train_head
@@ -139,6 +146,10 @@ def finetune(request: FinetuneRequest, progress: Progress | None = None) -> Fine
     describe_dataset(dataset, progress)
     source = load_base(request.arch, request.weights, request.seed if request.random_weights else None)
     base = with_new_head(dataclasses.replace(source, preprocessing=spec), len(dataset.classes), request.seed)
+    if request.random_weights:
+        inputs = (x for x, _ in batches(dataset.train, serving_input(spec), request.train.batch_size))
+        layers = estimate_norm_statistics(base.model, inputs)
+        progress.note(f"random weights: batch-norm statistics of {layers} layers estimated on the training images")
     phases = train(base, dataset, request, progress)
     ev = evaluation(dataset, *predict(base.model, dataset.val, spec, request.train.batch_size))
     record = training_record(base, dataset, request, phases, ev)

@@ -27,7 +27,7 @@ class TrainConfig:
     patience: int = 3  # epochs without a lower validation loss before stopping
     batch_size: int = 32
     head_lr: float = 3e-3
-    lr: float = 3e-4  # the whole network (--unfreeze)
+    lr: float = 1e-4  # the whole network (--unfreeze)
     seed: int = 0
 
 
@@ -154,6 +154,16 @@ def predict(model: nn.Module, dataset_part: list, spec, batch_size: int) -> tupl
     return torch.cat(out), torch.cat(labels)
 
 
+def train_mode_frozen_norms(model: nn.Module) -> None:
+    """Training mode, but batch norm keeps the statistics the head was trained on: small batches of
+    a small dataset would otherwise replace them with noisy ones (and, from random weights,
+    change every feature the head has learned at the first step)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def train_full(base: BaseModel, dataset: Dataset, config: TrainConfig, progress: Progress) -> PhaseResult:
     """Every layer trained, on augmented crops; the best weights are loaded back into `base`."""
     model, spec = base.model, base.source.preprocessing
@@ -163,7 +173,7 @@ def train_full(base: BaseModel, dataset: Dataset, config: TrainConfig, progress:
     total = -(-len(dataset.train) // config.batch_size)
 
     def train_epoch(epoch: int) -> Metrics:
-        model.train()
+        train_mode_frozen_norms(model)
         total_loss, correct, seen = 0.0, 0, 0
         order = torch.randperm(len(dataset.train), generator=generator).tolist()
         for step, (inputs, y) in enumerate(batches(dataset.train, augment, config.batch_size, order), 1):
@@ -171,6 +181,7 @@ def train_full(base: BaseModel, dataset: Dataset, config: TrainConfig, progress:
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
             loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             total_loss, correct, seen = (
                 total_loss + loss.item() * len(y),
