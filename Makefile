@@ -50,8 +50,9 @@ stop:
 # The web UI alone, as a client of a running TorchServe (`make serve`, or TS_INFERENCE_URL,
 # TS_MANAGEMENT_URL, TS_KEY_FILE, TS_MODEL for another one). `make run` starts it too.
 # Ports and addresses are service/names.py's; UI_PORT=8600 make ui picks another port.
+# OPERATOR=1 adds the operator page (workers, memory, live charts, scaling): off by default.
 ui: $(STAMP)
-	$(PY) scripts/serve.py ui $(if $(UI_PORT),--ui-port $(UI_PORT))
+	$(PY) scripts/serve.py ui $(if $(UI_PORT),--ui-port $(UI_PORT)) $(if $(filter 1,$(OPERATOR)),--operator)
 
 # Debian's Chromium for the browser tests (tests/test_ui_browser.py drives /usr/bin/chromium through
 # Playwright for Python, which requirements-dev.txt installs; Playwright cannot download its own here).
@@ -59,6 +60,11 @@ test-deps: $(STAMP)
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@# Debian's Prometheus (and promtool) for tests/test_prometheus.py and the dashboard check; run as a plain process.
+	@test -x /usr/bin/prometheus -a -x /usr/bin/promtool || { echo "installing Debian's prometheus for the metrics tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends prometheus; }
 	@$(PY) -c "import playwright.sync_api" || { echo "Playwright for Python is missing: make setup"; exit 1; }
 
 test: $(STAMP) test-deps

@@ -234,7 +234,7 @@ class ExplanationBudget:
     of the worker's wall time: the budget earns `share` seconds per second (up to `burst_s`) and each
     explanation spends its own duration. Beyond either, the request gets an immediate 503."""
 
-    def __init__(self, share: float, per_batch: int, burst_s: float = 2.0) -> None:
+    def __init__(self, share: float, per_batch: int, burst_s: float = 1.0) -> None:
         self.share, self.per_batch, self.burst_s = share, per_batch, burst_s
         self.balance_s = burst_s
         self.last = time.monotonic()

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from handler.errors import RequestError
+
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
@@ -98,7 +100,8 @@ def le_label(bound: float) -> str:
 class Pending:
     """What happened since the last flush. Plain Python (no TorchServe), safe across threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, active: bool = True) -> None:
+        self.active = active  # inactive: record nothing (metrics off)
         self.lock = threading.Lock()
         self.buckets: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}  # per bucket, +Inf last; sum
         self.counts: dict[tuple[Series, tuple[str, ...]], float] = {}
@@ -106,6 +109,8 @@ class Pending:
 
     def observe(self, histogram: Histogram, labels: tuple[str, ...], value: float, times: int = 1) -> None:
         """`times` observations of `value` (a batch's per-image share is observed once per image)."""
+        if not self.active:
+            return
         with self.lock:
             row = self.buckets.setdefault((histogram, labels), [0.0] * (len(histogram.buckets) + 2))
             index = next((i for i, b in enumerate(histogram.buckets) if value <= b), len(histogram.buckets))
@@ -113,10 +118,14 @@ class Pending:
             row[-1] += value * times
 
     def count(self, series: Series, labels: tuple[str, ...] = (), n: float = 1) -> None:
+        if not self.active:
+            return
         with self.lock:
             self.counts[(series, labels)] = self.counts.get((series, labels), 0) + n
 
     def set(self, series: Series, labels: tuple[str, ...], value: float) -> None:
+        if not self.active:
+            return
         with self.lock:
             self.gauges[(series, labels)] = value
 
@@ -169,8 +178,8 @@ class HandlerMetrics:
         self.metrics = metrics  # TorchServe's metrics cache (context.metrics)
         self.common = (model, version, "Model")
         self.worker = worker or worker_id()
-        self.pending = Pending()
         self.enabled = self._declared(metrics)
+        self.pending = Pending(active=self.enabled)
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -233,6 +242,12 @@ class HandlerMetrics:
     def refused(self, kind: str) -> None:
         """One request refused; `kind` is RequestError.kind (a class name, never request data)."""
         self.pending.count(REFUSED, (kind,))
+
+    def refused_images(self, results: list) -> None:
+        """The images refused inside a request that was answered (its other images were not)."""
+        for result in results:
+            if isinstance(result, RequestError):
+                self.refused(result.kind)
 
     def explained(self, images: int = 1) -> None:
         self.pending.count(EXPLANATIONS, (), images)

@@ -37,7 +37,7 @@ class HandlerSettings:
     explain_per_batch: int = 1
     # The share of a worker's time explanations may take; beyond it they get a 503, so predictions
     # always keep the rest of the worker.
-    explain_share: float = 0.5
+    explain_share: float = 0.25
 
     def __post_init__(self) -> None:
         """Refuse a wrong setting when the worker starts, in words that name it, rather than

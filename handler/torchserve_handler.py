@@ -19,8 +19,9 @@ from handler.batch import Batch
 from handler.cores import ThreadPolicy, available_cores, configured_workers
 from handler.errors import RequestError
 from handler.explain import Explainer, wants_explanation, with_explanations
+from handler.metrics import HandlerMetrics
 from handler.model_card import MODEL_FILE, ArchiveIntegrityError, ModelCard
-from handler.preprocess import model_input
+from handler.preprocess import decode_for_model, to_tensor
 from handler.request import Limits, ParsedRequest, parse_request
 from handler.runtime import RuntimeMissingError, load_model
 from handler.settings import HandlerSettings
@@ -61,6 +62,8 @@ class ImageClassifierHandler:
             "precision": self.card.provenance.served_precision,
         }
         self.refusal: RequestError | None = None
+        self.metrics = HandlerMetrics.from_context(context)
+        self.metrics.start()
         try:
             self.card.verify_model_files(model_dir)
             self.model = load_model(model_dir / MODEL_FILE, self.card.provenance, self.settings.optimize)
@@ -75,6 +78,7 @@ class ImageClassifierHandler:
             self.initialized = True
             return
         self.model_info["precision"] = self.model.precision  # what the runtime really chose
+        self.metrics.runtime(self.model_info["runtime"], self.model_info["precision"])
         started = time.perf_counter()
         self.warm_up(int(context.system_properties.get("batch_size") or 1))
         log.info(
@@ -104,11 +108,14 @@ class ImageClassifierHandler:
         with self.threads.batch():
             batch = self.preprocess(data, context)
             if batch.accepted:
-                self.threads.grow()
-                logits = self.inference(batch.stacked_inputs())
-                self.postprocess(batch, logits)
+                with self.metrics.forward(len(batch.inputs), self.threads.grow()):
+                    logits = self.inference(batch.stacked_inputs())
+                with self.metrics.stage("encode", len(batch.inputs)):
+                    self.postprocess(batch, logits)
+                self.metrics.answered(len(batch.inputs))
                 if batch.explain:
                     self.explain(batch, logits, context)
+                    self.metrics.explained(sum(r.index in batch.explain for r in batch.accepted))
         log.info(
             "batch of %d: %d answered, %d refused in %.1f ms",
             len(data),
@@ -129,7 +136,8 @@ class ImageClassifierHandler:
                 batch.answers[i] = json.dumps(self.describe())
                 batch.described += 1
                 continue
-            parsed = parse_request(request, headers, self.limits, context.get_request_id(i))
+            with self.metrics.stage("parse"):
+                parsed = parse_request(request, headers, self.limits, context.get_request_id(i))
             error = self.refusal or parsed.error
             if error is None and wants_explanation(headers):  # /explanations, KServe :explain
                 try:
@@ -141,11 +149,14 @@ class ImageClassifierHandler:
                 error = first_failure(images)
                 if error is None:
                     batch.accept(i, parsed, images)
+                    self.metrics.refused_images(images)  # those of a multi-image request answered
                 elif parsed.several:  # none of its images: its first image's status, every image's reason
+                    self.metrics.refused(error.kind)
                     context.set_response_status(error.status, error.message, idx=i)
                     batch.answers[i] = self.encode(images, parsed)
                     continue
             if error is not None:
+                self.metrics.refused(error.kind)
                 context.set_response_status(error.status, error.message, idx=i)
                 batch.answers[i] = json.dumps(error_reply(parsed, error))
         return batch
@@ -155,7 +166,10 @@ class ImageClassifierHandler:
         if isinstance(image, RequestError):
             return image
         try:
-            return model_input(image, self.card.preprocessing, self.settings.max_pixels)
+            with self.metrics.stage("decode"):
+                decoded = decode_for_model(image, self.card.preprocessing, self.settings.max_pixels)
+            with self.metrics.stage("preprocess"):
+                return to_tensor(decoded, self.card.preprocessing)
         except RequestError as e:
             return e
 

@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-store", type=Path, default=MODEL_STORE)
     p.add_argument("--no-ui", action="store_true", help="run: TorchServe only")
     p.add_argument("--ui-port", type=int, default=UI_PORT, help=f"ui: the page's port (default {UI_PORT})")
+    p.add_argument(
+        "--operator", action="store_true", help="ui: add the operator page (workers, scaling; management key)"
+    )
     args = p.parse_args(argv)
     server = TorchServe(args.run_dir, args.model_store)
 
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ui":
         inference = Settings.from_env().endpoints.inference
         print(f"web UI: http://127.0.0.1:{args.ui_port}  (TorchServe at {inference}; Ctrl-C stops)", flush=True)
-        exec_ui(args.ui_port)  # does not return
+        exec_ui(args.ui_port, args.operator)  # does not return
     if not any(args.model_store.glob("*.mar")):
         print(f"no archive in {args.model_store}: run `make archive` first", file=sys.stderr)
         return 2

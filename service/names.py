@@ -18,6 +18,8 @@ METRICS_CONFIG = ROOT / "config" / "metrics.yaml"
 MODEL_STORE = ROOT / "model_store"
 HANDLER_PACKAGE = ROOT / "handler"
 UI_APP = ROOT / "ui" / "app.py"
+# The UI with the operator page too (service/operator.py: OPERATOR_ENV turns it on).
+UI_OPERATOR_APP = ROOT / "ui" / "operator_app.py"
 # A running server's files (`make run` / `make serve`): rendered config, key file, logs, PID file.
 RUN_DIR = ROOT / "var"
 KEY_FILE_NAME = "key_file.json"

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from service.client import TorchServeClient
 from service.metrics_query import PrometheusAPI, Sample, buckets, difference, parse_text, quantile, total
@@ -81,7 +82,7 @@ class MetricsHistory:
     def points(self) -> list[dict[str, float | None]]:
         """Per interval: images/s, and p50/p95 of the per-image forward time (ms) and the decode time."""
         points = []
-        for older, newer in zip(self.readings, self.readings[1:]):
+        for older, newer in pairwise(self.readings):
             seconds = newer.at - older.at
             if seconds <= 0:
                 continue

@@ -105,7 +105,7 @@ def test_shared_cores_decode_on_one_thread_and_run_the_model_on_the_free_ones(mo
     assert handler.threads.budget is not None
     # Other programs on this machine must not step the passes back here: that rule has its own tests.
     monkeypatch.setattr(cores, "run_queue_wait_ns", lambda: 0)
-    seen = {"decode": record_threads(monkeypatch, torchserve_handler, "model_input"),
+    seen = {"decode": record_threads(monkeypatch, torchserve_handler, "decode_for_model"),
             "predict": record_threads(monkeypatch, handler, "inference")}
     image = photos()["chelsea"].read_bytes()
     for _ in range(2):

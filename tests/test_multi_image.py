@@ -116,7 +116,8 @@ def test_the_images_of_a_request_share_one_forward_pass_with_their_batch(model_s
     monkeypatch.setattr(handler, "inference", lambda inputs: (rows.append(len(inputs)), original(inputs))[1])
     decoded = []
     monkeypatch.setattr(
-        torchserve_handler, "model_input", lambda *a, _f=torchserve_handler.model_input: decoded.append(1) or _f(*a)
+        torchserve_handler, "decode_for_model",
+        lambda *a, _f=torchserve_handler.decode_for_model: decoded.append(1) or _f(*a),
     )
     requests_ = [{"body": images[0]}, {"body": {"instances": [b64(i) for i in images]}}]
     (s0, a0), (s1, a1) = run_batch((handler, context), requests_)

@@ -54,9 +54,9 @@ def show_charts(client: TorchServeClient, settings: Settings) -> list:
         frame = frame.set_index("time")
         left, right = st.columns(2)
         left.markdown("**Throughput** (images/s)")
-        left.line_chart(frame[["images/s"]])
+        left.line_chart(frame[["images/s"]], height=220)
         right.markdown("**Forward pass per image** (ms, p50 / p95)")
-        right.line_chart(frame[[c for c in frame.columns if c.startswith("forward")]])
+        right.line_chart(frame[[c for c in frame.columns if c.startswith("forward")]], height=220)
     else:
         st.info("Charts start after two readings of the metrics.")
     return history.latest()
@@ -79,7 +79,7 @@ def live(settings: Settings) -> None:
     st.subheader("Refusals by type")
     refused = refusals(samples, settings.model)
     if refused:
-        st.bar_chart(pd.Series(refused, name="refused"))
+        st.bar_chart(pd.Series(refused, name="refused"), horizontal=True, height=60 + 40 * len(refused))
     else:
         st.caption("None since the server started.")
 

@@ -1,0 +1,118 @@
+"""The service's memory budget: the one place that says how much memory the worst legal traffic needs.
+
+Every figure is a measurement (docs/RELIABILITY.md, "Memory budget", says how each was taken) or
+a limit the service enforces. The front (service/front.py: nginx in the container) bounds how many
+request bodies reach TorchServe at once, by size class, so the frontend's direct memory, its
+queue and the bodies in the workers are bounded by design, whatever the burst; the JVM flags
+keep the frontend inside its share; the pod's memory limit is the total with a margin.
+tests/test_memory_budget.py checks that config.properties, the container's config, the
+Kubernetes and KServe manifests and compose.yaml state these numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from handler.settings import DEFAULTS
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class BodyClass:
+    """Requests whose body is at most `max_bytes` (Content-Length); `connections` of them at a time
+    reach TorchServe, the rest get an immediate 503 from the front."""
+
+    name: str
+    max_bytes: int
+    connections: int
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    workers: int = 2  # one per core; the manifests give a pod 2 cores
+    # Measured: a READY worker's PSS (ResNet-18 fp32 TorchScript, optimized and warmed up, torch
+    # from PyPI with its CUDA libraries mapped, no torchvision imported), after 20 requests.
+    worker_mib: int = 450
+    # Decoding one picture at the pixel limit: the decoded frame plus the reduced copy (a palette
+    # picture is expanded to RGBA first): 5 bytes a pixel at most (handler/images.py, _reduced).
+    decode_bytes_per_pixel: int = 5
+    max_pixels: int = DEFAULTS.max_pixels
+    # A body arrives in a worker as bytes TorchServe's protocol read, the request dict's copy and
+    # the decoded base64 or multipart part: three copies at most.
+    body_copies_in_worker: int = 3
+    max_request_bytes: int = 42 * MiB  # max_image_bytes (30 MiB) base64-encoded, with room for the envelope
+    jvm_heap_mib: int = 256
+    jvm_direct_mib: int = 256
+    # Measured: the frontend's RSS beyond heap and direct memory (metaspace, code, threads, GC).
+    jvm_overhead_mib: int = 160
+    front_connections: int = 256  # nginx: requests being received at once; more get 503 at once
+    front_buffer_kib: int = 128  # a body larger than this is spooled to disk, not memory
+    front_base_mib: int = 16
+    margin: float = 0.15
+
+    @property
+    def body_classes(self) -> tuple[BodyClass, ...]:
+        """Small photos flow freely; large bodies are admitted one or two at a time."""
+        return (
+            BodyClass("small", 999_999, 32),
+            BodyClass("medium", 9_999_999, 2),
+            BodyClass("large", self.max_request_bytes, 1),
+        )
+
+    def rows(self) -> list[tuple[str, float, str]]:
+        """(part, MiB, how it is bounded) for the worst legal traffic."""
+        in_flight = sum(c.max_bytes * c.connections for c in self.body_classes) / MiB
+        decode = self.decode_bytes_per_pixel * self.max_pixels / MiB
+        return [
+            ("workers at rest", self.workers * self.worker_mib, f"{self.workers} x {self.worker_mib} MiB PSS"),
+            ("decoding", self.workers * decode, f"one picture at {self.max_pixels / 1e6:g} MP per worker"),
+            ("bodies in the workers", in_flight * self.body_copies_in_worker,
+             f"{in_flight:.0f} MiB admitted by the front x {self.body_copies_in_worker} copies"),
+            ("frontend (JVM)", self.jvm_heap_mib + self.jvm_direct_mib + self.jvm_overhead_mib,
+             f"-Xmx{self.jvm_heap_mib}m, direct {self.jvm_direct_mib}m, {self.jvm_overhead_mib} MiB besides"),
+            ("front (nginx)", self.front_base_mib + self.front_connections * self.front_buffer_kib / 1024,
+             f"{self.front_connections} connections x {self.front_buffer_kib} KiB buffer"),
+        ]
+
+    @property
+    def worst_mib(self) -> float:
+        return sum(mib for _, mib, _ in self.rows())
+
+    @property
+    def limit_mib(self) -> int:
+        """The pod's memory limit: the worst case plus the margin, rounded up to 256 MiB."""
+        return int(math.ceil(self.worst_mib * (1 + self.margin) / 256) * 256)
+
+    @property
+    def request_mib(self) -> int:
+        """The pod's memory request: what it holds at rest and under ordinary traffic, rounded up."""
+        rest = self.workers * self.worker_mib + self.jvm_heap_mib + self.jvm_overhead_mib + self.front_base_mib
+        return int(math.ceil(rest * (1 + self.margin) / 256) * 256)
+
+    @property
+    def vmargs(self) -> str:
+        """The frontend's JVM flags (config.properties' vmargs): heap and direct memory capped, and an
+        out-of-memory JVM exits (the container then exits non-zero and is restarted) instead of
+        limping on with broken threads."""
+        return (
+            f"-Xmx{self.jvm_heap_mib}m -XX:MaxDirectMemorySize={self.jvm_direct_mib}m -XX:+ExitOnOutOfMemoryError "
+            "-Dio.netty.allocator.numDirectArenas=2 -Dio.netty.allocator.numHeapArenas=2"
+        )
+
+    def kubernetes_quantity(self, mib: int) -> str:
+        return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+    def markdown(self) -> str:
+        lines = ["| part | worst case (MiB) | bounded by |", "|---|---:|---|"]
+        lines += [f"| {name} | {mib:.0f} | {why} |" for name, mib, why in self.rows()]
+        lines.append(f"| **total** | **{self.worst_mib:.0f}** | pod limit {self.limit_mib} MiB "
+                     f"(+{self.margin:.0%}), request {self.request_mib} MiB |")
+        return "\n".join(lines)
+
+
+BUDGET = MemoryBudget()
+
+if __name__ == "__main__":
+    print(BUDGET.markdown())

@@ -1,0 +1,94 @@
+"""A burst of maximum-size uploads is answered, never reset, and the frontend lives (no container).
+
+The same front (service/front.py, Debian's nginx) and JVM settings (service/memory_budget.py) as
+the container image, before a real TorchServe. tests/container/ repeats this under the pod's
+memory limit with the image itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+import requests
+
+from service.front import Front
+from service.memory_budget import BUDGET
+from service.photos import grace_hopper
+from service.processes import group_members
+from service.server import TorchServe, free_port
+from tests.conftest import MODEL
+
+pytestmark = pytest.mark.server
+BURST = 24
+
+
+@pytest.fixture(scope="module")
+def fronted(model_store, tmp_path_factory):
+    """TorchServe with the budget's JVM flags, behind the front."""
+    run_dir = tmp_path_factory.mktemp("burst")
+    with TorchServe.on_free_ports(run_dir / "ts", model_store, vmargs=BUDGET.vmargs) as server:
+        upstream = server.endpoints.inference.removeprefix("http://")
+        with Front(f"127.0.0.1:{free_port()}", upstream, run_dir / "front") as front:
+            yield server, front
+
+
+def java_of(server: TorchServe) -> psutil.Process:
+    return next(p for p in group_members(server.process.pid) if p.name() == "java")
+
+
+def send(url: str, body: bytes, key: str | None) -> tuple[str, int | str, str]:
+    headers = {"Content-Type": "image/jpeg"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        response = requests.post(f"{url}/predictions/{MODEL}", data=body, headers=headers, timeout=120)
+    except requests.RequestException as e:  # a reset, a refused connection, a timeout: never allowed
+        return "error", type(e).__name__, str(e)[:200]
+    return "answer", response.status_code, response.headers.get("Content-Type", "")
+
+
+@pytest.mark.parametrize("with_key", [True, False], ids=["valid-key", "no-key"])
+def test_burst_of_maximum_size_uploads_is_answered(fronted, with_key):
+    server, front = fronted
+    java = java_of(server)
+    workers = {w["pid"] for w in server.client().describe_model(MODEL).json()[0]["workers"]}
+    key = server.client().keys["inference"] if with_key else None
+    photo_key = server.client().keys["inference"]
+    big = os.urandom(BUDGET.max_request_bytes - 1024)
+    photo = grace_hopper().read_bytes()
+    with ThreadPoolExecutor(BURST + 20) as pool:
+        bigs = [pool.submit(send, front.url, big, key) for _ in range(BURST)]
+        photos = [pool.submit(send, front.url, photo, photo_key) for _ in range(20)]
+        big_results = [f.result() for f in bigs]
+        photo_results = [f.result() for f in photos]
+    outcomes = Counter((kind, status) for kind, status, _ in big_results)
+    assert all(kind == "answer" for kind, _, _ in big_results), outcomes
+    allowed = {413, 503} if with_key else {400, 503}
+    assert {status for _, status, _ in big_results} <= allowed, outcomes
+    assert all("json" in content_type for _, _, content_type in big_results)
+    assert [status for _, status, _ in photo_results] == [200] * 20, Counter(s for _, s, _ in photo_results)
+    assert java.is_running() and java_of(server).pid == java.pid, "the frontend was replaced"
+    assert {w["pid"] for w in server.client().describe_model(MODEL).json()[0]["workers"]} == workers
+
+
+def test_a_body_over_the_limit_gets_a_worded_413_from_the_front(fronted):
+    _, front = fronted
+    response = requests.post(
+        f"{front.url}/predictions/{MODEL}", data=b"\0" * (BUDGET.max_request_bytes + 1),
+        headers={"Content-Type": "image/jpeg"}, timeout=60,
+    )
+    assert response.status_code == 413
+    assert response.json()["type"] == "RequestTooLarge" and str(BUDGET.max_request_bytes) in response.json()["message"]
+
+
+def test_the_front_passes_answers_and_errors_through(fronted):
+    server, front = fronted
+    headers = {"Authorization": f"Bearer {server.client().keys['inference']}", "Content-Type": "image/jpeg"}
+    good = requests.post(f"{front.url}/predictions/{MODEL}", data=grace_hopper().read_bytes(), headers=headers)
+    assert good.status_code == 200 and good.json()["predictions"]
+    bad = requests.post(f"{front.url}/predictions/{MODEL}", data=b"not a picture", headers=headers)
+    assert bad.status_code == 415 and bad.json()["type"] == "UnsupportedImage"
