@@ -34,9 +34,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Versions come with the pinned base image's Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini nginx \
     && rm -rf /var/lib/apt/lists/* \
-    && java -version
+    && java -version && nginx -v
 
 WORKDIR /srv/app
 COPY requirements.txt ./
@@ -70,7 +70,8 @@ ENV TS_CONFIG_FILE=/srv/app/deploy/docker/config.properties \
     TS_KEY_FILE=/srv/run/key_file.json \
     LOG_LOCATION=/srv/run/logs \
     METRICS_LOCATION=/srv/run/logs \
-    PYTHONPATH=/srv/app
+    PYTHONPATH=/srv/app \
+    MALLOC_ARENA_MAX=2
 
 EXPOSE 8080 8081 8082 7070 7071
 VOLUME ["/srv/run"]
@@ -79,9 +80,10 @@ VOLUME ["/srv/run"]
 HEALTHCHECK --interval=15s --timeout=6s --start-period=120s --retries=3 \
     CMD ["python", "/srv/app/deploy/docker/probe.py", "ready"]
 
-# tini -g: SIGTERM reaches the whole group (launcher, Java frontend, Python workers).
-# -e 143: Java ends with 143 (128 + SIGTERM) after a requested stop; tini reports that as 0,
-# so `docker stop` and restart policies see a clean exit, not a failure.
-# config/log4j2.xml: about 2 log lines per request instead of TorchServe's built-in ~19.
+# deploy/docker/entrypoint.py runs the nginx front on 8080 (bounded request bodies, early 413/503:
+# service/front.py, service/memory_budget.py) before TorchServe (inference on 127.0.0.1:8079, see
+# deploy/docker/config.properties), and exits 1 when either dies, 0 after a requested stop.
+# tini: PID 1, reaps zombies; -g and -e 143 keep a SIGTERM'd stop a clean exit.
+# MALLOC_ARENA_MAX=2: glibc keeps fewer per-thread heaps (the frontend's direct buffers are malloc'ed).
 ENTRYPOINT ["tini", "-g", "-e", "143", "--"]
-CMD ["torchserve", "--foreground", "--ncs", "--log-config", "/srv/app/config/log4j2.xml"]
+CMD ["python", "/srv/app/deploy/docker/entrypoint.py"]

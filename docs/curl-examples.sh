@@ -17,3 +17,5 @@ curl -sS -w '\n' -H "Authorization: Bearer $TOKEN" -H "Content-Type: image/jpeg"
   "$URL/invocations?model_name=resnet18&topk=5"
 # A multipart form upload, as browsers send it.
 curl -sS -w '\n' -H "Authorization: Bearer $TOKEN" -F "data=@$PHOTO" "$URL/predictions/resnet18"
+# Why did it say that: the same answer plus an occlusion map of the top class (base64 PNG overlay and grid).
+curl -sS -w '\n' -H "Authorization: Bearer $TOKEN" -T "$PHOTO" "$URL/explanations/resnet18"

@@ -54,8 +54,9 @@ _COLOURS = np.array([[20, 20, 120], [220, 30, 30], [250, 210, 40], [255, 255, 23
 
 def wants_explanation(headers: Mapping[str, object]) -> bool:
     """True for a request TorchServe routed from POST /explanations/{model}, /v1/models/{model}:explain
-    or /v2/models/{model}/explain: its frontend marks those with the header explain: True."""
-    return any(str(k).lower() == EXPLAIN_HEADER and str(v) == "True" for k, v in headers.items())
+    or /v2/models/{model}/explain: its frontend adds the header explain: True to those, and explain: False
+    after whatever a client sent to /predictions (read exactly as TorchServe's BaseHandler._is_explain does)."""
+    return headers.get(EXPLAIN_HEADER) == "True"
 
 
 def requested_target(request: Mapping[str, object], body: Mapping | None, headers: Mapping[str, object]) -> str | None:

@@ -216,6 +216,7 @@ class ImageClassifierHandler:
             "serving": self.refusal is None,
             "problem": self.refusal.message if self.refusal else None,
             "classes": len(self.card.labels),
+            "labels": self.card.labels,  # the UI's "Is this right?" picker
             "preprocessing": self.card.preprocessing.to_dict(),
             "settings": self.settings.to_dict(),
         }

@@ -82,14 +82,9 @@ class MemoryBudget:
 
     @property
     def limit_mib(self) -> int:
-        """The pod's memory limit: the worst case plus the margin, rounded up to 256 MiB."""
-        return int(math.ceil(self.worst_mib * (1 + self.margin) / 256) * 256)
-
-    @property
-    def request_mib(self) -> int:
-        """The pod's memory request: what it holds at rest and under ordinary traffic, rounded up."""
-        rest = self.workers * self.worker_mib + self.jvm_heap_mib + self.jvm_overhead_mib + self.front_base_mib
-        return int(math.ceil(rest * (1 + self.margin) / 256) * 256)
+        """The pod's memory, request and limit alike (Guaranteed QoS: the pod is the last to be evicted
+        under node memory pressure): the worst case plus the margin, rounded up to whole GiB."""
+        return int(math.ceil(self.worst_mib * (1 + self.margin) / 1024) * 1024)
 
     @property
     def vmargs(self) -> str:
@@ -107,8 +102,8 @@ class MemoryBudget:
     def markdown(self) -> str:
         lines = ["| part | worst case (MiB) | bounded by |", "|---|---:|---|"]
         lines += [f"| {name} | {mib:.0f} | {why} |" for name, mib, why in self.rows()]
-        lines.append(f"| **total** | **{self.worst_mib:.0f}** | pod limit {self.limit_mib} MiB "
-                     f"(+{self.margin:.0%}), request {self.request_mib} MiB |")
+        lines.append(f"| **total** | **{self.worst_mib:.0f}** | pod memory (request = limit) {self.limit_mib} MiB, "
+                     f"the total +{self.margin:.0%} rounded up to whole GiB |")
         return "\n".join(lines)
 
 

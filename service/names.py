@@ -24,6 +24,8 @@ UI_OPERATOR_APP = ROOT / "ui" / "operator_app.py"
 RUN_DIR = ROOT / "var"
 KEY_FILE_NAME = "key_file.json"
 DEFAULT_KEY_FILE = RUN_DIR / KEY_FILE_NAME
+# Corrections collected by the UI (service/feedback.py), in ImageFolder layout for `make finetune DATA=...`.
+FEEDBACK_DIR = RUN_DIR / "feedback"
 
 # The model `make run` builds and the clients call when told nothing else.
 DEFAULT_MODEL = "resnet18"

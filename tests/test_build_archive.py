@@ -137,7 +137,9 @@ def test_provenance_json_writes_the_same_keys(tmp_path):
     provenance = archive_json(build(tmp_path, "--random-weights"), PROVENANCE_FILE)
     assert set(provenance) == {
         "arch", "model_sha256", "num_classes", "torch", "torchvision", "weights", "weights_sha256",
+        "runtime", "precision",
     }
+    assert (provenance["runtime"], provenance["precision"]) == ("torchscript", "fp32")
 
 
 def test_calibration_folder_is_checked_before_any_work(tmp_path):

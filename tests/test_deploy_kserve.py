@@ -158,10 +158,14 @@ def test_concurrent_v2_requests_each_get_their_own_answer(base_url):
 
 def test_bad_v2_request_is_refused_alone(base_url):
     image = base64.b64encode(jpeg((1, 2, 3))).decode()
-    two = {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [image, image]}]}
-    response = post_json(f"{base_url}/v2/models/{MODEL}/infer", two)
+    one = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}
+    two_inputs = {"inputs": [one, one]}  # several images go as elements of one input, not as inputs
+    response = post_json(f"{base_url}/v2/models/{MODEL}/infer", two_inputs)
     assert response.status_code == 400
-    assert "one image" in response.json()["error"]
+    assert "exactly one input" in response.json()["error"]
+    two_images = {"inputs": [{**one, "shape": [2], "data": [image, image]}]}
+    response = post_json(f"{base_url}/v2/models/{MODEL}/infer", two_images)
+    assert response.status_code == 200 and response.json()["outputs"][0]["shape"][0] == 2
     assert post_json(f"{base_url}/v2/models/{MODEL}/infer", v2_body(jpeg((1, 2, 3)))).status_code == 200
 
 

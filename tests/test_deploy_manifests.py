@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.memory_budget import BUDGET
 from service.names import MODEL_CONFIG
 from service.properties import read_properties
 
@@ -37,6 +38,10 @@ DEPLOY_KEYS = {
     "disable_token_authorization",  # off only behind cluster-internal access (k8s, KServe)
     "model_snapshot", "enable_envvars_config",  # KServe's wrapper and runtime
 }
+# Keys only the image's configs (docker, k8s) set: the frontend's JVM inside the memory budget.
+CONTAINER_ONLY_KEYS = {"vmargs"}
+# The front (nginx) listens here in the image; TorchServe's inference port is loopback-only behind it.
+FRONT_PORT = 8080
 CONFIGS = {
     "docker": ROOT / "deploy" / "docker" / "config.properties",
     "k8s": K8S / "config.properties",
@@ -156,9 +161,8 @@ def test_dockerfile_runtime_settings():
     assert user not in ("root", "0") and int(user) == k8s_objects()["Deployment"]["spec"]["template"]["spec"][
         "securityContext"]["runAsUser"]
     assert json.loads(last("ENTRYPOINT"))[0] == "tini"  # signals reach the whole process group
-    command = json.loads(last("CMD"))
-    assert command[:3] == ["torchserve", "--foreground", "--ncs"]
-    assert in_checkout(command[command.index("--log-config") + 1]).is_file()
+    command = json.loads(last("CMD"))  # the front and TorchServe, supervised (tests/test_supervisor.py)
+    assert command[0] == "python" and in_checkout(command[1]) == ROOT / "deploy" / "docker" / "entrypoint.py"
     env = image_env()
     assert in_checkout(env["TS_CONFIG_FILE"]) == CONFIGS["docker"]
     assert env["PYTHONPATH"] == str(IMAGE_ROOT)  # the probe imports service.client from there
@@ -166,7 +170,8 @@ def test_dockerfile_runtime_settings():
     assert healthcheck[0] == "python" and healthcheck[2] == "ready" and in_checkout(healthcheck[1]).is_file()
     exposed = {int(port) for port in last("EXPOSE").split()}
     props = read_properties(CONFIGS["docker"])
-    for key in ("inference_address", "management_address", "metrics_address"):
+    assert FRONT_PORT in exposed and props_port(props["inference_address"]) not in exposed  # only via the front
+    for key in ("management_address", "metrics_address"):
         assert props_port(props[key]) in exposed
     assert {int(props["grpc_inference_port"]), int(props["grpc_management_port"])} <= exposed
 
@@ -205,15 +210,19 @@ def test_config_differs_from_base_only_where_deployment_needs(name):
         if (name == "kserve" and key.startswith("grpc_")) or key == "initial_worker_port":
             continue
         assert config.get(key) == value, f"{CONFIGS[name].name} ({name}): {key}={config.get(key)}, base has {value}"
-    extra = set(config) - set(base) - DEPLOY_KEYS
+    extra = set(config) - set(base) - DEPLOY_KEYS - (CONTAINER_ONLY_KEYS if name != "kserve" else set())
     assert not extra, f"{name}: settings not in config/config.properties: {extra}"
 
 
 def test_container_configs_listen_beyond_loopback():
+    """Management and metrics on every interface; inference on loopback behind the front, which
+    listens on every interface (deploy/docker/entrypoint.py, FRONT_LISTEN)."""
+    assert f"0.0.0.0:{FRONT_PORT}" in (ROOT / "deploy" / "docker" / "entrypoint.py").read_text()
     for name in ("docker", "k8s"):
         props = read_properties(CONFIGS[name])
-        for key in ("inference_address", "management_address", "metrics_address"):
+        for key in ("management_address", "metrics_address"):
             assert "0.0.0.0" in props[key], f"{name}: {key}"
+        assert props["inference_address"].startswith("http://127.0.0.1:"), name
         assert props["model_store"] == "/srv/app/model_store"
     assert read_properties(CONFIGS["docker"])["disable_token_authorization"] == "false"
 
@@ -293,7 +302,7 @@ def test_ports_agree_between_config_container_and_service():
     ports = container_ports(container)
     props = read_properties(CONFIGS["k8s"])
     assert ports == {
-        "inference": props_port(props["inference_address"]),
+        "inference": FRONT_PORT,
         "management": props_port(props["management_address"]),
         "metrics": props_port(props["metrics_address"]),
     }
@@ -309,11 +318,10 @@ def test_ports_agree_between_config_container_and_service():
 def test_probes_point_at_real_endpoints():
     _, container = deployment()
     ports = container_ports(container)
-    props = read_properties(CONFIGS["k8s"])
     for name in ("startupProbe", "livenessProbe"):
         probe = container[name]["httpGet"]
-        assert probe["path"] == "/ping"  # TorchServe's health endpoint on the inference port
-        assert ports[probe["port"]] == props_port(props["inference_address"])
+        assert probe["path"] == "/ping"  # TorchServe's health endpoint, through the front
+        assert ports[probe["port"]] == FRONT_PORT
     command = container["readinessProbe"]["exec"]["command"]
     assert command[0] == "python" and in_checkout(command[1]).is_file() and command[2] == "ready"
     assert read_properties(CONFIGS["k8s"])["disable_token_authorization"] == "true"  # httpGet has no token
@@ -353,7 +361,7 @@ def check_pod_sizing(resources: dict) -> None:
     threads = model_config().get("handler", {}).get("intra_op_threads", "shared")
     assert threads in ("shared", "auto") or pod_workers(cpus) * int(threads) <= cpus
     memory = resources["requests"]["memory"]
-    assert re.fullmatch(r"\d+Gi", memory) and int(memory[:-2]) >= 2  # measured ~1.6 GB per 2-worker pod
+    assert memory == BUDGET.kubernetes_quantity(BUDGET.limit_mib)  # service/memory_budget.py
 
 
 def test_resources_sized_and_hpa_on_cpu():

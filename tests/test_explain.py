@@ -127,6 +127,8 @@ def test_target_read_from_form_json_v2_parameters_and_header():
     assert requested_target({"body": b"x"}, None, {"X-Explain-Target": "tabby"}) == "tabby"
     assert requested_target({"body": b"x"}, None, {}) is None
     assert wants_explanation({"explain": "True"}) and not wants_explanation({"explain": "False"})
+    # /predictions: the frontend's own explain: False after a client's "Explain: True" keeps it a prediction
+    assert not wants_explanation({"Explain": "True", "explain": "False"}) and not wants_explanation({})
 
 
 def test_budget_bounds_explanations_per_batch_and_share_of_time():

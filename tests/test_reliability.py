@@ -138,8 +138,10 @@ def test_readme_curl_examples(torchserve, tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    assert [len(a["predictions"]) for a in answers] == [SERVED.topk, 5, 5, SERVED.topk]
+    assert [len(a["predictions"]) for a in answers] == [SERVED.topk, 5, 5, SERVED.topk, SERVED.topk]
     assert len({a["predictions"][0]["label"] for a in answers}) == 1
+    [explained] = answers[-1]["explanations"]  # the explanation example
+    assert explained["target"]["label"] == answers[-1]["predictions"][0]["label"] and explained["overlay_png"]
 
 
 def test_overload_soak_sheds_with_503_and_recovers(torchserve, client, output_dir):

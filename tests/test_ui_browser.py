@@ -49,10 +49,20 @@ def screenshots(output_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ui_url(torchserve, screenshots: Path) -> Iterator[str]:
-    """The real page (`streamlit run ui/app.py`, as `make run` starts it) on a free port."""
+def feedback_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ui") / "feedback"
+
+
+@pytest.fixture(scope="module")
+def ui_url(torchserve, screenshots: Path, feedback_dir: Path) -> Iterator[str]:
+    """The real page (`streamlit run ui/app.py`, as `make run` starts it) on a free port, storing
+    corrections in a feedback folder of its own (TS_FEEDBACK_DIR)."""
     port = free_port()
-    ui = start_ui(torchserve, port=port, log_file=screenshots / "streamlit.log")
+    os.environ["TS_FEEDBACK_DIR"] = str(feedback_dir)
+    try:
+        ui = start_ui(torchserve, port=port, log_file=screenshots / "streamlit.log")
+    finally:
+        del os.environ["TS_FEEDBACK_DIR"]
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -174,3 +184,49 @@ def test_bad_file_among_good_ones(page, tmp_path, screenshots):
     expect(page.locator('[data-testid="stProgress"]')).to_have_count(2 * DEFAULTS.topk)
     assert_no_traceback(page)
     shoot(page, screenshots / "mixed.png")
+
+
+def test_why_shows_an_overlay_and_corrections_land_in_the_feedback_folder(page, feedback_dir, screenshots):
+    """The "Why?" toggle shows the explanation's overlay beside the photo; "Is this right?" stores a
+    picked label in its folder (ImageFolder layout, one JSON line), and a hostile label is refused."""
+    drop(page, grace_hopper())
+    wait_done(page, 1)
+    why = page.get_by_text("Why?", exact=True)
+    why.click()
+    overlay = page.locator('[data-testid="stImage"]').filter(has_text="Why “")
+    busy = page.get_by_text("Explanations are busy", exact=False)
+    for _ in range(3):  # earlier tests may have spent the worker's explanation share: it says so; retry
+        expect(overlay.locator("img").or_(busy)).to_be_visible()
+        if overlay.locator("img").count():
+            break
+        time.sleep(8)
+        why.click()
+        why.click()
+    expect(overlay.locator("img")).to_have_count(1)
+    expect(page.get_by_text("sensitivity, not certainty", exact=False)).to_be_visible()
+    assert overlay.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    page.get_by_text("Is this right?").click()
+    page.get_by_role("button", name=re.compile(r"^Yes, it is ")).wait_for()
+
+    page.get_by_label("…or a class the model does not know").fill("../../escaped")
+    page.get_by_label("…or a class the model does not know").press("Enter")
+    page.get_by_role("button", name="Save the right label").click()
+    expect(page.get_by_text("may not contain /", exact=False)).to_be_visible()
+    assert not (feedback_dir.parent.parent / "escaped").exists() and not list(feedback_dir.rglob("*.jpg"))
+
+    page.get_by_label("…or a class the model does not know").fill("")
+    page.get_by_label("…or a class the model does not know").press("Enter")
+    picker = page.get_by_label("No, it is…")
+    picker.click()
+    page.keyboard.type("tiger ca")
+    page.get_by_role("option", name="tiger cat", exact=True).click()
+    page.get_by_role("button", name="Save the right label").click()
+    expect(page.get_by_text("Saved as tiger cat", exact=False)).to_be_visible()
+    stored = list((feedback_dir / "tiger cat").glob("*.jpg"))
+    assert [p.read_bytes() for p in stored] == [grace_hopper().read_bytes()]
+    [line] = (feedback_dir / "corrections.jsonl").read_text().splitlines()
+    assert '"label": "tiger cat"' in line
+    assert_no_traceback(page)
+    shoot(page, screenshots / "why.png")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+        shutil.copyfile(screenshots / "why.png", ROOT / "docs" / "ui-why.png")

@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 
 from handler.settings import DEFAULTS  # noqa: E402
 from service.client import Settings, TorchServeClient  # noqa: E402
+from ui.explain_view import show_why  # noqa: E402
+from ui.feedback import model_labels, show_feedback  # noqa: E402
 from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state  # noqa: E402
 
 TITLE = "Image classifier"
@@ -75,10 +77,13 @@ def show_sidebar(state: ServerState, settings: Settings) -> int:
         return st.slider("Labels per photo (top-k)", min_value=1, max_value=MAX_TOPK, value=DEFAULTS.topk)
 
 
-def show_outcome(outcome: Outcome, data: bytes) -> None:
-    """One result block: the preview on the left, labels with percentages and bars on the right."""
+def show_outcome(outcome: Outcome, data: bytes, key: str = "") -> None:
+    """One result block: the preview on the left, labels with percentages and bars on the right, then
+    the "Why?" toggle (its overlay beside the photo) and the "Is this right?" form."""
     with st.container(border=True):
-        left, right = st.columns([1, 2], gap="medium")
+        why_on = bool(st.session_state.get(f"why:{key}"))  # the toggle's state, known before it is drawn
+        columns = st.columns([1, 1, 2] if why_on else [1, 2], gap="medium")
+        left, why, right = columns[0], columns[1] if why_on else columns[0], columns[-1]
         with left:
             image = preview(data)
             if image is not None:
@@ -95,6 +100,9 @@ def show_outcome(outcome: Outcome, data: bytes) -> None:
                     min(max(float(p["probability"]), 0.0), 1.0),
                     text=f"{rank}. **{p['label']}** — {percent(p['probability'])}",
                 )
+            settings, client = Settings.from_env(), st.session_state.client
+            show_why(key, data, outcome.filename, client, settings, why)
+            show_feedback(key, data, outcome, model_labels(settings.model, client))
 
 
 def file_key(data: bytes, name: str, topk: int) -> str:
@@ -144,7 +152,7 @@ def main() -> None:
                     outcomes[key] = outcome  # the same file and top-k get the same answer: no second request
             else:
                 outcome = outcomes[key]
-            show_outcome(outcome, data)
+            show_outcome(outcome, data, key)
     st.session_state.outcomes = {k: outcomes[k] for k in keys if k in outcomes}  # forget removed files
     st.caption(f"{sum(outcomes[k].ok for k in keys if k in outcomes)} of {len(uploads)} classified.")
 
