@@ -7,11 +7,14 @@ says it runs f32.
 
 The thread count is fixed per compiled model, so there is one per count the worker can run on
 (handler/cores.py), compiled on first use (the warm-up compiles them all). Threads are not pinned
-to cores: the workers of one model would all pin theirs to the same first cores.
+to cores: the workers of one model would all pin theirs to the same first cores. An infer request
+serves one call at a time, so each calling thread has its own (a worker calls from one thread; the
+benchmark's in-process limit from several).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +37,16 @@ class OpenVinoModel:
         self.hint = HINTS[provenance.served_precision]
         self.core = openvino.Core()
         self.graph = self.core.read_model(str(Path(model_dir) / ONNX_FILE))
-        self.requests: dict[int, openvino.InferRequest] = {}
-        compiled = self.request(torch.get_num_threads()).get_compiled_model()
+        self.compiled: dict[int, openvino.CompiledModel] = {}
+        self.local = threading.local()
+        compiled = self.compiled_for(torch.get_num_threads())
         reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16"
         self.precision = REPORTED.get(reported, reported)
         self.version = openvino.__version__
 
-    def request(self, threads: int) -> openvino.InferRequest:
-        if threads not in self.requests:
-            compiled = self.core.compile_model(
+    def compiled_for(self, threads: int) -> openvino.CompiledModel:
+        if threads not in self.compiled:
+            self.compiled[threads] = self.core.compile_model(
                 self.graph,
                 "CPU",
                 {
@@ -53,8 +57,13 @@ class OpenVinoModel:
                     "ENABLE_CPU_PINNING": False,
                 },
             )
-            self.requests[threads] = compiled.create_infer_request()
-        return self.requests[threads]
+        return self.compiled[threads]
+
+    def request(self, threads: int) -> openvino.InferRequest:
+        requests = self.local.__dict__.setdefault("requests", {})
+        if threads not in requests:
+            requests[threads] = self.compiled_for(threads).create_infer_request()
+        return requests[threads]
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         request = self.request(torch.get_num_threads())

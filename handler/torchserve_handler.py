@@ -217,6 +217,7 @@ class ImageClassifierHandler:
             "problem": self.refusal.message if self.refusal else None,
             "classes": len(self.card.labels),
             "labels": self.card.labels,  # the UI's "Is this right?" picker
+            "training": self.card.provenance.training,  # fine-tuned models: base weights, data, epochs, accuracy
             "preprocessing": self.card.preprocessing.to_dict(),
             "settings": self.settings.to_dict(),
         }

@@ -1,11 +1,15 @@
-"""Served throughput and latency against the hardware limit and a Flask baseline (make bench).
+"""Served throughput and latency against the in-process limit of each runtime, LitServe and a Flask
+baseline (make bench).
 
   python scripts/bench.py                  # the full table, written to docs/PERFORMANCE.md + docs/performance.json
   python scripts/bench.py --duration 3     # quicker, noisier
   python scripts/bench.py --sweep          # workers/threads/batchSize/maxBatchDelay sweep (small JPEG, fp32)
+  python scripts/bench.py --profile        # where a request's time goes at 1 and 4 clients (py-spy + frontend)
 
 It starts everything it measures (random-weights archives: speed does not depend on weight
-values) and stops it again. Per image mix and concurrency level, a closed-loop load generator
+values: fp32 TorchScript, int8, ONNX Runtime, OpenVINO fp32 and, where the CPU has it, bf16) and
+stops it again. LitServe (scripts/baseline_litserve.py) serves the same model.pt in two worker/batch
+configs. Per image mix and concurrency level, a closed-loop load generator
 (one process, one thread and one keep-alive connection per client, request bytes encoded once)
 runs for a fixed time. CPU is process CPU time / wall time: the server's whole process group,
 the load generator itself, and everything else on the machine ("other"), so a noisy run shows.
@@ -32,13 +36,16 @@ from service.bench.report import (  # noqa: E402
     DOC,
     END,
     JSON_FILE,
+    PROFILE_BEGIN,
+    PROFILE_END,
     SWEEP_BEGIN,
     SWEEP_END,
     markdown,
+    profile_markdown,
     sweep_markdown,
     write_docs,
 )
-from service.bench.runs import LEVELS, BenchOptions, run_bench, run_sweep  # noqa: E402
+from service.bench.runs import LEVELS, BenchOptions, run_bench, run_profile, run_sweep  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -51,9 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-seconds", type=float, default=d.limit_seconds, help="seconds per in-process limit run")
     p.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="concurrency levels (1 4 16)")
     p.add_argument("--sweep", action="store_true", help="sweep server configs instead of the main table")
+    p.add_argument("--profile", action="store_true", help="profile a request at 1 and 4 clients instead")
     p.add_argument("--only", nargs="+", help="--sweep: only these config numbers")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-flask", action="store_true")
+    p.add_argument("--no-litserve", action="store_true")
+    p.add_argument("--no-runtimes", action="store_true", help="TorchScript only (no ONNX Runtime, OpenVINO)")
     p.add_argument("--no-busy", action="store_true", help="skip the cells beside a busy program")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     p.add_argument("--ts-option", action="append", default=[], help="config.properties KEY=VALUE to try")
@@ -68,6 +78,8 @@ def options(args: argparse.Namespace) -> BenchOptions:
         levels=tuple(args.levels),
         int8=not args.no_int8,
         flask=not args.no_flask,
+        litserve=not args.no_litserve,
+        runtimes=not args.no_runtimes,
         busy=not args.no_busy,
         ts_options=dict(option.split("=", 1) for option in args.ts_option),
         only=tuple(args.only or ()),
@@ -78,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
+        if args.profile:
+            report = run_profile(options(args), work, max(args.duration, 5.0))
+            if not args.no_write:
+                write_docs("profile", report, profile_markdown(report), PROFILE_BEGIN, PROFILE_END)
+            print(profile_markdown(report))
+            return 0
         if args.sweep:
             report = run_sweep(options(args), work)
             if not args.no_write:

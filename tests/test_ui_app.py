@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,7 @@ import requests
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from handler.model_card import LABELS_FILE
 from handler.settings import DEFAULTS
 from service.client import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
 from service.photos import grace_hopper, phone_photo_jpeg, photos
@@ -238,6 +240,102 @@ def test_labels_sorted_and_percentages(stub):
         "2. **tiger cat** — 20.0%",
         "3. **Egyptian cat** — 5.0%",
     ]
+
+
+# --- several models: the picker ------------------------------------------------------------------
+
+SHAPES = "shapes"
+TRAINING = {
+    "base_weights": "IMAGENET1K_V1",
+    "dataset": {"folder": "my-shapes", "images": 120, "unreadable": 2, "fingerprint": "ab12"},
+    "classes": {"circle": {"train": 24, "val": 6}, "square": {"train": 24, "val": 6}},
+    "epochs": {"head": 10, "full": 4},
+    "validation_accuracy": 0.975,
+    "image_size": 64,
+}
+
+
+def described(name: str, classes: int, weights: str, training: dict | None) -> bytes:
+    """GET /models/{name}?customized=true as TorchServe answers it, with the handler's describe() inside."""
+    metadata = {"model": {"name": name, "weights": weights}, "serving": True, "classes": classes, "training": training}
+    return json.dumps(
+        [{"modelName": name, "maxWorkers": 1, "workers": [{"status": "READY"}], "customizedMetadata": metadata}]
+    ).encode()
+
+
+def answer(name: str, *labels: str) -> bytes:
+    predictions = [{"label": label, "index": i, "probability": 0.9 / (i + 1)} for i, label in enumerate(labels)]
+    return json.dumps({"predictions": predictions, "model": {"name": name, "weights": "w"}}).encode()
+
+
+@pytest.fixture
+def two_models(stub) -> dict[str, tuple[int, bytes]]:
+    """The default model and a fine-tuned one, each answering with its own labels."""
+    stub["/ping"] = (200, b'{"status": "Healthy"}')
+    stub[f"/models/{MODEL}"] = (200, described(MODEL, 1000, "IMAGENET1K_V1", None))
+    stub[f"/models/{SHAPES}"] = (200, described(SHAPES, 2, f"finetuned:{TRAINING['base_weights']}", TRAINING))
+    stub["/models"] = (200, json.dumps({"models": [{"modelName": SHAPES}, {"modelName": MODEL}]}).encode())
+    stub[f"/predictions/{MODEL}"] = (200, answer(MODEL, "tabby", "tiger cat"))
+    stub[f"/predictions/{SHAPES}"] = (200, answer(SHAPES, "circle", "square"))
+    return stub
+
+
+def picker(at: AppTest):
+    return [s for s in at.sidebar.selectbox if s.label == "Served models"]
+
+
+def labels_shown(at: AppTest) -> list[str]:
+    return [re.sub(r"^\d+\. \*\*(.+)\*\* — .*$", r"\1", b.text) for b in at.get("progress")]
+
+
+@pytest.mark.server
+def test_one_model_no_picker_and_its_classes_count(monkeypatch, torchserve, model_store):
+    point_at(monkeypatch, torchserve.endpoints, torchserve.key_file)
+    at = run_app()
+    assert not picker(at)
+    with zipfile.ZipFile(model_store / f"{MODEL}.mar") as z:
+        classes = len(json.loads(z.read(LABELS_FILE)))
+    assert f"**Classes:** {classes}" in "\n".join(m.value for m in at.sidebar.markdown)
+    assert "Fine-tuned" not in rendered_text(at)
+
+
+def test_two_models_picker_defaults_to_ts_model_and_switching_changes_the_answers(monkeypatch, two_models):
+    monkeypatch.setenv("TS_MODEL", SHAPES)
+    at = run_app()
+    [select] = picker(at)
+    assert select.options == [
+        f"{MODEL} — 1000 classes, IMAGENET1K_V1",
+        f"{SHAPES} — 2 classes, fine-tuned from IMAGENET1K_V1",
+    ]
+    assert select.value == SHAPES
+    card = "\n".join(m.value for m in at.sidebar.markdown)
+    for fact in ("**Classes:** 2", "**Fine-tuned from:** `IMAGENET1K_V1`", "120 images in `my-shapes`, 2 unreadable",
+                 "circle 24+6, square 24+6", "**Epochs:** head 10, full 4", "**Validation accuracy:** 97.5%"):
+        assert fact in card, (fact, card)
+    upload(at, grace_hopper())
+    assert labels_shown(at) == ["circle", "square"]
+
+    select.set_value(MODEL).run()
+    assert not at.exception, at.exception
+    assert labels_shown(at) == ["tabby", "tiger cat"]  # the same photo, answered by the other model
+    card = "\n".join(m.value for m in at.sidebar.markdown)
+    assert "**Classes:** 1000" in card and "Fine-tuned" not in card
+
+    monkeypatch.delenv("TS_MODEL")  # without TS_MODEL the default is the project's model
+    st.cache_data.clear()
+    assert picker(run_app())[0].value == MODEL
+
+
+def test_model_description_failure_is_a_friendly_message(monkeypatch, two_models):
+    two_models[f"/models/{SHAPES}"] = (500, torchserve_error(500, "InternalServerError", "worker died"))
+    monkeypatch.setenv("TS_MODEL", SHAPES)
+    at = run_app()
+    [select] = picker(at)
+    assert f"{SHAPES} — description unavailable" in select.options and select.value == SHAPES
+    warning = at.sidebar.warning[0].value
+    assert f"Could not read what `{SHAPES}` is" in warning and "(500)" in warning
+    upload(at, grace_hopper())  # its answers still come from it
+    assert labels_shown(at) == ["circle", "square"] and "Traceback" not in rendered_text(at)
 
 
 # --- plain logic ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from service.client import Settings, TorchServeClient  # noqa: E402
 from ui.explain_view import show_why  # noqa: E402
 from ui.feedback import model_labels, show_feedback  # noqa: E402
 from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state  # noqa: E402
+from ui.model_picker import show_model_picker  # noqa: E402
 
 TITLE = "Image classifier"
 STATE_TTL_S = 10
@@ -77,7 +78,7 @@ def show_sidebar(state: ServerState, settings: Settings) -> int:
         return st.slider("Labels per photo (top-k)", min_value=1, max_value=MAX_TOPK, value=DEFAULTS.topk)
 
 
-def show_outcome(outcome: Outcome, data: bytes, key: str = "") -> None:
+def show_outcome(outcome: Outcome, data: bytes, key: str, settings: Settings) -> None:
     """One result block: the preview on the left, labels with percentages and bars on the right, then
     the "Why?" toggle (its overlay beside the photo) and the "Is this right?" form."""
     with st.container(border=True):
@@ -100,19 +101,20 @@ def show_outcome(outcome: Outcome, data: bytes, key: str = "") -> None:
                     min(max(float(p["probability"]), 0.0), 1.0),
                     text=f"{rank}. **{p['label']}** — {percent(p['probability'])}",
                 )
-            settings, client = Settings.from_env(), st.session_state.client
+            client = st.session_state.client
             show_why(key, data, outcome.filename, client, settings, why)
             show_feedback(key, data, outcome, model_labels(settings.model, client))
 
 
-def file_key(data: bytes, name: str, topk: int) -> str:
-    return f"{hashlib.sha256(data).hexdigest()}:{name}:{topk}"
+def file_key(data: bytes, name: str, topk: int, model: str) -> str:
+    return f"{hashlib.sha256(data).hexdigest()}:{name}:{topk}:{model}"
 
 
 def main() -> None:
     st.set_page_config(page_title=f"{TITLE} · TorchServe", page_icon=":material/image_search:", layout="wide")
     settings = Settings.from_env()
     client = session_client(settings)
+    settings = show_model_picker(client, settings)  # the picked model's, when the server serves several
     state = cached_server_state(repr(settings), client, settings)
     topk = show_sidebar(state, settings)
 
@@ -137,7 +139,7 @@ def main() -> None:
 
     outcomes: dict[str, Outcome] = st.session_state.outcomes
     uploads = [(f.name, f.getvalue()) for f in files]
-    keys = [file_key(data, name, topk) for name, data in uploads]
+    keys = [file_key(data, name, topk, settings.model) for name, data in uploads]
     with ThreadPoolExecutor(PARALLEL_REQUESTS) as pool:
         pending: dict[str, Future[Outcome]] = {
             key: pool.submit(classify, client, settings, data, name, topk)
@@ -152,7 +154,7 @@ def main() -> None:
                     outcomes[key] = outcome  # the same file and top-k get the same answer: no second request
             else:
                 outcome = outcomes[key]
-            show_outcome(outcome, data, key)
+            show_outcome(outcome, data, key, settings)
     st.session_state.outcomes = {k: outcomes[k] for k in keys if k in outcomes}  # forget removed files
     st.caption(f"{sum(outcomes[k].ok for k in keys if k in outcomes)} of {len(uploads)} classified.")
 

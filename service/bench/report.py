@@ -1,4 +1,5 @@
-"""The benchmark's targets, its Markdown tables (docs/PERFORMANCE.md) and JSON (docs/performance.json)."""
+"""The benchmark's Markdown tables (docs/PERFORMANCE.md) and JSON (docs/performance.json); the
+targets are evaluated in targets.py."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from pathlib import Path
 import torch
 
 from handler.cores import available_cores
-from service.archive.agreement import Int8Agreement
-from service.bench.limit import Limit
-from service.bench.load import Cell
+from service.archive.export import BF16_FLAGS, cpu_flags
+from service.bench.targets import SMALL, SYSTEMS, evaluate, variant_of
 from service.names import ROOT
+
+__all__ = ["SMALL", "SYSTEMS", "evaluate"]
 
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 JSON_FILE = ROOT / "docs" / "performance.json"
 BEGIN, END = "<!-- bench:begin (scripts/bench.py writes this block) -->", "<!-- bench:end -->"
+PROFILE_BEGIN = "<!-- profile:begin (scripts/bench.py --profile writes this block) -->"
+PROFILE_END = "<!-- profile:end -->"
 SWEEP_BEGIN, SWEEP_END = "<!-- sweep:begin (scripts/bench.py --sweep writes this block) -->", "<!-- sweep:end -->"
-SMALL, BIG = "small JPEG 0.3 MP", "12 MP JPEG"
-FP32, INT8, FLASK = "TorchServe fp32", "TorchServe int8", "Flask baseline"
+# The CPU flags that decide the fast paths (recorded with every run; the full list is in the JSON).
+KEY_FLAGS = ("avx2", "avx512f", "avx512_vnni", *BF16_FLAGS, "amx_tile", "amx_int8")
 
 
 # ---------------------------------------------------------------- machine
@@ -42,112 +46,16 @@ def loadavg() -> str:
 
 
 def machine() -> dict:
+    flags = cpu_flags()
     return {
         "cpu": cpu_model(),
+        "flags": sorted(flags),
+        "key_flags": [f for f in KEY_FLAGS if f in flags],
         "cores": available_cores(),
         "platform": platform.platform(terse=True),
         "torch": torch.__version__,
         "loadavg_before": loadavg(),
     }
-
-
-# ---------------------------------------------------------------- targets
-
-
-def cell(cells: list[Cell], system: str, mix: str, level: int) -> Cell | None:
-    return next((c for c in cells if c.system == system and c.mix == mix and c.concurrency == level), None)
-
-
-class Targets(list):
-    """The targets as report rows: name, value, bound, holds, detail."""
-
-    def add(self, name: str, value: float | None, bound: float, text: str) -> None:
-        ok = value is not None and value >= bound
-        self.append({"target": name, "value": value, "bound": bound, "holds": ok, "detail": text})
-
-
-def _served_vs_limit(targets: Targets, cells: list[Cell], limits: dict) -> None:
-    s4 = cell(cells, FP32, SMALL, 4)
-    if not (s4 and ("fp32", SMALL) in limits):
-        return
-    x = limits["fp32", SMALL]
-    fill = max([v for v in (x.per_batch.get(4), x.parallel.get(2)) if v], default=None)
-    context = ""
-    if fill:  # 4 clients keep 2 workers at batch 2 or 1 worker at batch 4, not more
-        context = (
-            f"; in process at the batches 4 clients can fill (1 x batch 4, or 2 streams x batch 2):"
-            f" {fill:.1f}/s, ratio {s4.requests_per_s / fill:.2f}"
-        )
-    targets.add(
-        "small JPEG c=4: served / in-process limit >= 0.90",
-        s4.requests_per_s / x.images_per_s,
-        0.90,
-        f"{s4.requests_per_s:.1f} req/s vs {x.images_per_s:.1f} images/s ({x.how}, batch {x.batch}){context}",
-    )
-
-
-def _served_vs_flask(targets: Targets, cells: list[Cell]) -> None:
-    s4, f4 = cell(cells, FP32, SMALL, 4), cell(cells, FLASK, SMALL, 4)
-    if s4 and f4:
-        targets.add(
-            "small JPEG c=4: served / Flask baseline >= 1.1",
-            s4.requests_per_s / max(f4.requests_per_s, 1e-9),
-            1.1,
-            f"{s4.requests_per_s:.1f} vs {f4.requests_per_s:.1f} req/s",
-        )
-
-
-def _latency_vs_single_image(targets: Targets, cells: list[Cell], limits: dict) -> None:
-    s1 = cell(cells, FP32, SMALL, 1)
-    if s1 and ("fp32", SMALL) in limits:
-        single = limits["fp32", SMALL].single_image_ms
-        targets.add(
-            "c=1: in-process single-image time / served p50 >= 0.8 (p50 <= 1.25x)",
-            single / s1.p50_ms,
-            0.8,
-            f"p50 {s1.p50_ms:.1f} ms vs single image {single:.1f} ms in process (x{s1.p50_ms / single:.2f})",
-        )
-
-
-def _big_vs_small(targets: Targets, cells: list[Cell]) -> None:
-    for level in (4, 16):
-        b, s = cell(cells, FP32, BIG, level), cell(cells, FP32, SMALL, level)
-        if b and s:
-            targets.add(
-                f"12 MP JPEG c={level}: throughput / small JPEG throughput >= 0.8",
-                b.requests_per_s / s.requests_per_s,
-                0.8,
-                f"{b.requests_per_s:.1f} vs {s.requests_per_s:.1f} req/s",
-            )
-
-
-def _int8_vs_fp32(targets: Targets, cells: list[Cell], agreement: Int8Agreement | None) -> None:
-    for level in (4, 16):
-        q, s = cell(cells, INT8, SMALL, level), cell(cells, FP32, SMALL, level)
-        if q and s:
-            detail = f"{q.requests_per_s:.1f} vs {s.requests_per_s:.1f} req/s"
-            if agreement:
-                detail += (
-                    f"; top-1 agreement {agreement.top1_agreement:.1%}, centered"
-                    f" {agreement.top1_agreement_centered:.1%} on {agreement.images} images"
-                )
-            targets.add(
-                f"int8 small JPEG c={level}: int8 / fp32 served throughput >= 3",
-                q.requests_per_s / s.requests_per_s,
-                3.0,
-                detail,
-            )
-
-
-def evaluate(cells: list[Cell], limits: list[Limit], agreement: Int8Agreement | None) -> list[dict]:
-    by_model_mix = {(x.model, x.mix): x for x in limits}
-    targets = Targets()
-    _served_vs_limit(targets, cells, by_model_mix)
-    _served_vs_flask(targets, cells)
-    _latency_vs_single_image(targets, cells, by_model_mix)
-    _big_vs_small(targets, cells)
-    _int8_vs_fp32(targets, cells, agreement)
-    return list(targets)
 
 
 # ---------------------------------------------------------------- Markdown
@@ -158,7 +66,9 @@ def _header(report: dict) -> list[str]:
     return [
         BEGIN,
         f"Measured {report['date']} by `{report['command']}` on **{m['cpu']}, {m['cores']} cores** "
-        f"({m['platform']}; torch {m['torch']}). Load average before/after: {m['loadavg_before']} / "
+        f"(flags: {' '.join(m.get('key_flags', [])) or 'none of ' + ', '.join(KEY_FLAGS)}; "
+        "all flags in docs/performance.json; "
+        f"{m['platform']}; torch {m['torch']}). Load average before/after: {m['loadavg_before']} / "
         f"{m['loadavg_after']}; the `other` column is CPU used by other processes during each cell. "
         f"{report['seconds']:g} s per cell after {report['warm']:g} s warm-up; random-weights archives; "
         f"run time {report['run_time_s']:.0f} s.",
@@ -201,8 +111,7 @@ def _cells_table(report: dict) -> list[str]:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["cells"]:
-        model = "int8" if "int8" in c["system"] else "fp32"
-        lim = limits.get((model, c["mix"]))
+        lim = limits.get((variant_of(c["system"]), c["mix"]))
         ratio = f"{c['requests_per_s'] / lim['images_per_s']:.2f}" if lim else ""
         lines.append(
             f"| {c['system']} | {c['mix']} | {c['concurrency']} | {c['requests_per_s']:.1f} | {ratio} | "
@@ -213,16 +122,17 @@ def _cells_table(report: dict) -> list[str]:
 
 
 def _agreement_line(report: dict) -> list[str]:
-    a = report.get("int8_agreement")
-    if not a:
-        return []
-    return [
-        "",
-        f"int8 vs fp32 on {a['images']} sample photos and augmented crops ({a['weights']} weights): "
-        f"top-1 agreement **{a['top1_agreement']:.1%}** ({a['distinct_fp32_top1']} distinct fp32 top-1 classes), "
-        f"centered-logit top-1 agreement **{a['top1_agreement_centered']:.1%}** "
-        f"({a['distinct_fp32_top1_centered']} distinct), mean logit cosine {a['logit_cosine']:.4f}.",
-    ]
+    lines = []
+    for name, a in (report.get("agreement") or {}).items():
+        lines += [
+            "",
+            f"{name} vs fp32 TorchScript on {a['images']} sample photos and augmented crops ({a['weights']} weights): "
+            f"top-1 agreement **{a['top1_agreement']:.1%}** ({a['distinct_fp32_top1']} distinct fp32 top-1 classes), "
+            f"centered-logit top-1 agreement **{a['top1_agreement_centered']:.1%}** "
+            f"({a['distinct_fp32_top1_centered']} distinct), mean logit cosine {a['logit_cosine']:.4f}, "
+            f"max logit difference {a.get('max_logit_difference', float('nan')):.3g}.",
+        ]
+    return lines
 
 
 def _targets_table(report: dict) -> list[str]:
@@ -256,6 +166,38 @@ def sweep_markdown(report: dict) -> str:
             f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_cores']:.2f} | {r['other_cores']:.2f} |"
         )
     lines.append(SWEEP_END)
+    return "\n".join(lines)
+
+
+def profile_markdown(report: dict) -> str:
+    """Per runtime and level: client, frontend, queue, handler, the rest; and the workers' samples."""
+    m = report["machine"]
+    lines = [
+        PROFILE_BEGIN,
+        f"Profiled {report['date']} (`python scripts/bench.py --profile`), {m['cpu']}, {m['cores']} cores "
+        f"(flags: {' '.join(m.get('key_flags', []))}), small JPEG, {report['seconds']:g} s per level; load average "
+        f"before/after {m['loadavg_before']} / {m['loadavg_after']}.",
+        "",
+        "| system | clients | req/s | client mean ms | client p50 ms | in frontend ms | of which queued ms "
+        "| handler ms (its batch) | outside the handler ms | batch sizes | handler busy (worker-s/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for system, rows in report["runs"].items():
+        for r in rows:
+            outside = r["client_mean_ms"] - r["queue_ms"] - r["handler_ms_per_request"]
+            sizes = ", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items())
+            lines.append(
+                f"| {system} | {r['clients']} | {r['requests_per_s']:.1f} | {r['client_mean_ms']:.1f} | "
+                f"{r['client_p50_ms']:.1f} | {r['frontend_ms']:.1f} | {r['queue_ms']:.1f} | "
+                f"{r['handler_ms_per_request']:.1f} | {outside:.1f} | {sizes} | {r['handler_busy_share']:.2f} |"
+            )
+    lines += ["", "Worker wall time by stage (py-spy, idle frames included, all workers together):", ""]
+    lines += ["| system | clients | stages |", "|---|---:|---|"]
+    for system, rows in report["runs"].items():
+        for r in rows:
+            stages = ", ".join(f"{stage} {share:.0%}" for stage, share in r["worker_stages"].items()) or "not sampled"
+            lines.append(f"| {system} | {r['clients']} | {stages} |")
+    lines.append(PROFILE_END)
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
-"""The two benchmark runs: the main table (limits, served cells, int8 agreement, targets) and the
-server-config sweep. Each starts everything it measures in `work` and stops it again."""
+"""The two benchmark runs: the main table (limits per runtime, served cells, LitServe and Flask beside
+them, agreement of the fast opt-ins, targets) and the server-config sweep. Each starts everything it
+measures in `work` and stops it again."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import torch
 import yaml
 
 from handler.model_card import MODEL_FILE
-from service.archive.agreement import Int8Agreement, int8_agreement
+from service.archive.agreement import Agreement, int8_agreement
 from service.bench.limit import Limit, in_process_limit
 from service.bench.load import Cell
-from service.bench.report import evaluate, loadavg, machine
-from service.bench.systems import build_archives, extracted_model_dir, flask_cells, image_mixes, torchserve_cells
+from service.bench.peers import flask_cells, litserve_cells
+from service.bench.profile import profile
+from service.bench.report import SMALL, SYSTEMS, evaluate, loadavg, machine
+from service.bench.systems import build_archives, extracted_model_dir, image_mixes, torchserve_cells
 from service.names import MODEL_CONFIG
 
 LEVELS = (1, 4, 16)
@@ -30,16 +33,26 @@ class BenchOptions:
     limit_seconds: float = 3.0  # per in-process limit measurement
     levels: tuple[int, ...] = LEVELS  # concurrency levels
     int8: bool = True
+    runtimes: bool = True  # onnxruntime, openvino (fp32, and bf16 where the CPU has it)
     flask: bool = True
+    litserve: bool = True
     busy: bool = True  # the cells beside a busy program
     ts_options: dict[str, str] = field(default_factory=dict)  # config.properties overrides to try
     only: tuple[str, ...] = ()  # sweep: only these config numbers
 
 
+# Archive variants measured on every image mix; the others on the small JPEG only (run time).
+EVERY_MIX = ("fp32",)
+
+
+def mixes_for(variant: str, mixes: dict) -> dict:
+    return mixes if variant in EVERY_MIX else {SMALL: mixes[SMALL]}
+
+
 def measure_limits(dirs: dict[str, Path], mixes: dict, batch: int, seconds: float) -> list[Limit]:
     limits = []
     for name, model_dir in dirs.items():
-        limits += in_process_limit(model_dir, name, mixes, [1, 2, 4, batch], seconds)
+        limits += in_process_limit(model_dir, name, mixes_for(name, mixes), [1, 2, 4, batch], seconds)
     for x in limits:
         print(
             f"  limit {x.model} {x.mix:<18} {x.images_per_s:6.1f} images/s ({x.how}, batch {x.batch}), "
@@ -49,32 +62,41 @@ def measure_limits(dirs: dict[str, Path], mixes: dict, batch: int, seconds: floa
     return limits
 
 
-def measure_agreement(dirs: dict[str, Path]) -> Int8Agreement | None:
-    if "int8" not in dirs:
-        return None
-    agreement = int8_agreement(dirs["fp32"], dirs["int8"])
-    print(
-        f"  int8 vs fp32 top-1 agreement {agreement.top1_agreement:.1%} "
-        f"(centered {agreement.top1_agreement_centered:.1%}) on {agreement.images} images",
-        flush=True,
-    )
-    return agreement
+def measure_agreement(dirs: dict[str, Path]) -> dict[str, Agreement]:
+    """The opt-ins that change answers (int8, bf16) against the fp32 TorchScript archive."""
+    agreements = {}
+    for name in ("int8", "openvino-bf16"):
+        if name in dirs:
+            agreements[name] = int8_agreement(dirs["fp32"], dirs[name])
+            print(f"  {name}: {agreements[name].summary()}", flush=True)
+    return agreements
 
 
 def served_cells(stores: dict[str, Path], fp32_dir: Path, work: Path, mixes: dict, o: BenchOptions) -> list[Cell]:
     torch.set_num_threads(1)  # the load generator shares the machine; keep this process lean
     cells: list[Cell] = []
     for name, store in stores.items():
-        print(f"TorchServe {name}...", flush=True)
+        if name not in SYSTEMS:  # measured in process only
+            continue
+        print(f"{SYSTEMS[name]}...", flush=True)
         beside_busy = (1, 4) if name == "fp32" and o.busy else ()
-        run_dir, system = work / f"run-{name}", f"TorchServe {name}"
         cells += torchserve_cells(
-            system, store, run_dir, mixes, o.levels, o.duration, o.warm, beside_busy, ts_options=o.ts_options
+            SYSTEMS[name], store, work / f"run-{name}", mixes_for(name, mixes), o.levels, o.duration, o.warm,
+            beside_busy, ts_options=o.ts_options,
         )
+    small = {SMALL: mixes[SMALL]}
+    if o.litserve:
+        print("LitServe...", flush=True)
+        cells += litserve_cells(fp32_dir / MODEL_FILE, work, small, o.levels, o.duration, o.warm)
     if o.flask:
         print("Flask baseline...", flush=True)
-        cells += flask_cells(fp32_dir / MODEL_FILE, work, mixes, o.levels, o.duration, o.warm)
+        cells += flask_cells(fp32_dir / MODEL_FILE, work, small, o.levels, o.duration, o.warm)
     return cells
+
+
+def variants(o: BenchOptions) -> tuple[str, ...]:
+    names = ["fp32"] + ["int8"] * o.int8
+    return (*names, *(("onnxruntime", "openvino", "openvino-bf16") if o.runtimes else ()))
 
 
 def run_bench(o: BenchOptions, work: Path) -> dict:
@@ -89,20 +111,44 @@ def run_bench(o: BenchOptions, work: Path) -> dict:
     model_config = yaml.safe_load(MODEL_CONFIG.read_text())
     report["model_config"] = {k: v for k, v in model_config.items() if k != "responseTimeout"}
     print("building archives...", flush=True)
-    stores = build_archives(work / "store", model_config, int8=o.int8)
+    stores = build_archives(work / "store", model_config, variants(o))
     mixes = image_mixes()
     dirs = {name: extracted_model_dir(store, work / f"model-{name}") for name, store in stores.items()}
     print("in-process limit...", flush=True)
     limits = measure_limits(dirs, mixes, int(model_config.get("batchSize", 1)), o.limit_seconds)
-    agreement = measure_agreement(dirs)
+    agreements = measure_agreement(dirs)
     cells = served_cells(stores, dirs["fp32"], work, mixes, o)
     report["machine"]["loadavg_after"] = loadavg()
     report["limits"] = [asdict(x) for x in limits]
     report["cells"] = [asdict(c) for c in cells]
-    report["int8_agreement"] = agreement.to_dict() if agreement else None
-    report["targets"] = evaluate(cells, limits, agreement)
+    report["agreement"] = {name: a.to_dict() for name, a in agreements.items()}
+    report["targets"] = evaluate(cells, limits, agreements)
     report["run_time_s"] = time.perf_counter() - started
     return report
+
+
+PROFILED = ("fp32", "onnxruntime")  # TorchScript and the recommended runtime
+
+
+def run_profile(o: BenchOptions, work: Path, seconds: float = 10.0) -> dict:
+    """Where a request's time goes at 1 and 4 clients (small JPEG), per profiled runtime."""
+    started = time.perf_counter()
+    model_config = yaml.safe_load(MODEL_CONFIG.read_text())
+    stores = build_archives(work / "store", model_config, PROFILED)
+    body, content_type = image_mixes()[SMALL]
+    torch.set_num_threads(1)
+    runs = {}
+    for name, store in stores.items():
+        print(f"profiling {SYSTEMS[name]}...", flush=True)
+        runs[SYSTEMS[name]] = profile(store, work / f"profile-{name}", body, content_type, (1, 4), seconds)
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {**machine(), "loadavg_after": loadavg()},
+        "model_config": {k: v for k, v in model_config.items() if k != "responseTimeout"},
+        "seconds": seconds,
+        "runs": runs,
+        "run_time_s": time.perf_counter() - started,
+    }
 
 
 def _config(workers: int, batch: int, delay: int, threads: str = "auto", **handler) -> dict:
@@ -147,7 +193,7 @@ def run_sweep(o: BenchOptions, work: Path) -> dict:
         if o.only and str(i) not in o.only:
             continue
         print(f"[{i}] {label}", flush=True)
-        store = build_archives(work / f"sweep-{i}", sweep_config(base, overrides), int8=False)["fp32"]
+        store = build_archives(work / f"sweep-{i}", sweep_config(base, overrides))["fp32"]
         run_dir = work / f"sweep-run-{i}"
         cells = torchserve_cells(label, store, run_dir, mixes, o.levels, o.duration, o.warm, (), o.ts_options)
         rows += [{"config": label, **asdict(c)} for c in cells]

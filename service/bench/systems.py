@@ -1,28 +1,25 @@
-"""The systems under test and their inputs: random-weights archives served by TorchServe, the
-Flask baseline (scripts/baseline_flask.py), the image mixes, and busy programs beside them."""
+"""The systems under test and their inputs: random-weights archives (one per runtime and precision)
+served by TorchServe, the image mixes, and busy programs beside them. The peers (Flask, LitServe)
+are in peers.py."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import yaml
 
 from handler.cores import available_cores
-from handler.settings import DEFAULTS
 from service.archive import BuildRequest, build
+from service.archive.export import cpu_has_bf16
 from service.bench.load import Cell, Target, drive, measure
-from service.names import DEFAULT_MODEL, ROOT
+from service.names import DEFAULT_MODEL
 from service.photos import grace_hopper, phone_photo_jpeg, photos
-from service.processes import stop_group
-from service.server import TorchServe, free_port
+from service.server import TorchServe
 
-FLASK_BASELINE = ROOT / "scripts" / "baseline_flask.py"
 JIT_WARM_S = 12.0  # unmeasured mixed load on each server before its first cell
 
 
@@ -35,18 +32,30 @@ def image_mixes() -> dict[str, tuple[bytes, str]]:
     }
 
 
-def build_archives(store: Path, model_config: dict, int8: bool = True) -> dict[str, Path]:
-    """Random-weights fp32 (and int8) archives with the given model-config.yaml; one store each.
-    Speed does not depend on weight values."""
+# Archive variants the benchmark builds: name -> BuildRequest fields. bf16 only where the CPU has it.
+VARIANTS = {
+    "fp32": {},
+    "int8": {"quantize": "int8"},
+    "onnxruntime": {"runtime": "onnxruntime"},
+    "openvino": {"runtime": "openvino"},
+    "openvino-bf16": {"runtime": "openvino", "precision": "bf16"},
+}
+
+
+def build_archives(store: Path, model_config: dict, variants: tuple[str, ...] = ("fp32",)) -> dict[str, Path]:
+    """Random-weights archives of the given variants with the given model-config.yaml; one store
+    each. Speed does not depend on weight values."""
     config_file = store / "model-config.yaml"
     store.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(model_config))
     stores = {}
-    for name, quantize in [("fp32", None), ("int8", "int8")][: 2 if int8 else 1]:
+    for name in variants:
+        if name == "openvino-bf16" and not cpu_has_bf16():
+            print("  (no bf16 on this CPU: no openvino-bf16 archive)", flush=True)
+            continue
         out = store / name
-        build(
-            BuildRequest(random_weights=True, export_path=out, model_config=config_file, force=True, quantize=quantize)
-        )
+        options = VARIANTS[name]
+        build(BuildRequest(random_weights=True, export_path=out, model_config=config_file, force=True, **options))
         stores[name] = out
     return stores
 
@@ -114,38 +123,3 @@ def torchserve_cells(
         return cells
     finally:
         server.stop()
-
-
-def wait_for_flask(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/ping")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Flask baseline did not start; see {log}")
-            time.sleep(0.3)
-
-
-def flask_cells(model_file: Path, log_dir: Path, mixes: dict, levels, seconds: float, warm: float) -> list[Cell]:
-    """The Flask baseline on a free port, answering the handler's default top-k."""
-    port = free_port()
-    command = [sys.executable, str(FLASK_BASELINE), "--model", str(model_file), "--topk", str(DEFAULTS.topk)]
-    log = log_dir / "flask.log"
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        wait_for_flask(port, process, log)
-        for body, content_type in mixes.values():
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
-            conn.getresponse().read()
-        target = Target(f"http://127.0.0.1:{port}/predict", {}, os.getpgid(process.pid))
-        return measure("Flask baseline", target, mixes, levels, seconds, warm)
-    finally:
-        stop_group(process.pid, 10)
