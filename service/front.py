@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from service.memory_budget import BUDGET, MemoryBudget
-from service.processes import stop_group
+from service.processes import Started, stop_group
 
 NGINX = "nginx"
 
@@ -43,6 +43,39 @@ def _size_map(budget: MemoryBudget) -> str:
     return "\n".join(lines)
 
 
+def _server_block(listen: str, budget: MemoryBudget) -> str:
+    """The one server: everything to the body class's upstream; refusals as TorchServe-shaped JSON."""
+    too_large = _json(413, "RequestTooLarge", f"the request body is over {budget.max_request_bytes} bytes "
+                      f"({budget.max_request_bytes / 2**20:g} MiB); send a smaller image")
+    busy = _json(503, "ServiceUnavailable", "the server is busy with other uploads of this size; retry shortly")
+    return f"""  server {{
+    listen {listen};
+    limit_conn front {budget.front_connections};
+    limit_conn_status 503;
+    location / {{
+      proxy_pass http://$body_class;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_request_buffering on;
+      proxy_read_timeout 120s;
+      proxy_next_upstream off;
+      error_page 413 = @too_large;
+      error_page 502 503 504 = @busy;
+    }}
+    location @too_large {{
+      default_type application/json;
+      return 413 {too_large};
+    }}
+    location @busy {{
+      default_type application/json;
+      add_header Retry-After 1 always;
+      return 503 {busy};
+    }}
+  }}
+"""
+
+
 def nginx_config(listen: str, upstream: str, run_dir: Path, budget: MemoryBudget = BUDGET) -> str:
     """nginx.conf for a front listening on `listen` (host:port) before TorchServe's inference address
     `upstream` (host:port), keeping its files in `run_dir`."""
@@ -51,9 +84,6 @@ def nginx_config(listen: str, upstream: str, run_dir: Path, budget: MemoryBudget
         f"  upstream {c.name} {{ zone {c.name} 64k; server {upstream} max_conns={c.connections}; }}"
         for c in budget.body_classes
     )
-    too_large = _json(413, "RequestTooLarge", f"the request body is over {budget.max_request_bytes} bytes "
-                      f"({budget.max_request_bytes / 2**20:g} MiB); send a smaller image")
-    busy = _json(503, "ServiceUnavailable", "the server is busy with other uploads of this size; retry shortly")
     # Started as root (CI, tests), nginx would run its worker as "nobody", which cannot write the
     # body spool in a private run directory; in the container it runs as the image's user.
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -79,36 +109,11 @@ http {{
 {_size_map(budget)}
   }}
 {upstreams}
-  server {{
-    listen {listen};
-    limit_conn front {budget.front_connections};
-    limit_conn_status 503;
-    location / {{
-      proxy_pass http://$body_class;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_request_buffering on;
-      proxy_read_timeout 120s;
-      proxy_next_upstream off;
-      error_page 413 = @too_large;
-      error_page 502 503 504 = @busy;
-    }}
-    location @too_large {{
-      default_type application/json;
-      return 413 {too_large};
-    }}
-    location @busy {{
-      default_type application/json;
-      add_header Retry-After 1 always;
-      return 503 {busy};
-    }}
-  }}
-}}
+{_server_block(listen, budget)}}}
 """
 
 
-class Front:
+class Front(Started):
     """One nginx front, as a process of its own session (stopped with its group)."""
 
     def __init__(self, listen: str, upstream: str, run_dir: Path, budget: MemoryBudget = BUDGET) -> None:
@@ -155,14 +160,3 @@ class Front:
             stop_group(self.process.pid, timeout)
             self.process.wait()
 
-    def __enter__(self) -> Front:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -81,3 +81,29 @@ def stop_group(pid: int, timeout: float, since: float = 0.0) -> None:
             time.sleep(0.1)
         if not members:
             return
+
+
+class Started:
+    """A service used as `with X(...) as x:`: started and ready inside the block, stopped on leaving
+    it whatever happened (also when it never became ready). Subclasses give start, wait_ready, stop."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def wait_ready(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -16,7 +16,7 @@ import requests
 import yaml
 
 from service.metrics_query import PrometheusAPI
-from service.processes import stop_group
+from service.processes import Started, stop_group
 from service.server import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -33,7 +33,7 @@ def scrape_config(targets: list[str], interval: str = "15s") -> dict:
     }
 
 
-class Prometheus:
+class Prometheus(Started):
     """One Prometheus server scraping the given targets, its data in `run_dir`."""
 
     def __init__(self, run_dir: Path, targets: list[str], interval: str = "1s") -> None:
@@ -85,14 +85,3 @@ class Prometheus:
             self.process.wait()
             self.process = None
 
-    def __enter__(self) -> Prometheus:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

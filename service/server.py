@@ -17,7 +17,7 @@ from pathlib import Path
 from service.client import Endpoints, TorchServeClient, ready_workers
 from service.names import CONFIG, KEY_FILE_NAME, LOG_CONFIG, METRICS_CONFIG, MODEL_STORE, RUN_DIR
 from service.photos import warm_up_jpeg
-from service.processes import PID_FILE, read_pid, running_pid, stop_group, write_pid
+from service.processes import PID_FILE, Started, read_pid, running_pid, stop_group, write_pid
 from service.properties import read_properties, render_config
 
 VENV_BIN = Path(sys.executable).parent
@@ -53,7 +53,7 @@ def models_ready(client: TorchServeClient, name: str) -> bool:
     return all(ready >= wanted for ready, wanted in map(ready_workers, client.describe_model(name).json()))
 
 
-class TorchServe:
+class TorchServe(Started):
     """One TorchServe server: its run directory, config, process group and client."""
 
     def __init__(
@@ -171,18 +171,6 @@ class TorchServe:
             described[name] = response.json()["model"]
         return described
 
-    def __enter__(self) -> TorchServe:
-        """Started and READY; stopped again on leaving the with-block, whatever happened."""
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the whole process group (also when the launcher died and Java lives on) and
