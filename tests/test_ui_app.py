@@ -305,7 +305,7 @@ def test_two_models_picker_defaults_to_ts_model_and_switching_changes_the_answer
     [select] = picker(at)
     assert select.options == [
         f"{MODEL} — 1000 classes, IMAGENET1K_V1",
-        f"{SHAPES} — 2 classes, fine-tuned from IMAGENET1K_V1",
+        f"{SHAPES} — 2 classes, fine-tuned",
     ]
     assert select.value == SHAPES
     card = "\n".join(m.value for m in at.sidebar.markdown)

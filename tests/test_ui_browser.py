@@ -12,19 +12,24 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from playwright.sync_api import expect, sync_playwright
 
 from handler.settings import DEFAULTS
+from scripts import finetune
 from service.client import read_keys
+from service.finetune.demo import make_demo_data
+from service.names import MODEL_CONFIG
 from service.photos import grace_hopper, photos
 from service.processes import stop_group
-from service.server import free_port
+from service.server import TorchServe, free_port
 from service.ui_launch import start_ui
-from tests.conftest import ROOT
+from tests.conftest import MODEL, ROOT
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -57,12 +62,19 @@ def feedback_dir(tmp_path_factory) -> Path:
 def ui_url(torchserve, screenshots: Path, feedback_dir: Path) -> Iterator[str]:
     """The real page (`streamlit run ui/app.py`, as `make run` starts it) on a free port, storing
     corrections in a feedback folder of its own (TS_FEEDBACK_DIR)."""
+    with running_ui(torchserve, screenshots / "streamlit.log", TS_FEEDBACK_DIR=str(feedback_dir)) as url:
+        yield url
+
+
+@contextmanager
+def running_ui(server: TorchServe, log_file: Path, **env: str) -> Iterator[str]:
+    """The page as a client of `server` on a free port, with these variables set for it alone; its URL
+    once Streamlit answers its health check."""
     port = free_port()
-    os.environ["TS_FEEDBACK_DIR"] = str(feedback_dir)
-    try:
-        ui = start_ui(torchserve, port=port, log_file=screenshots / "streamlit.log")
-    finally:
-        del os.environ["TS_FEEDBACK_DIR"]
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        ui = start_ui(server, port=port, log_file=log_file)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -73,7 +85,7 @@ def ui_url(torchserve, screenshots: Path, feedback_dir: Path) -> Iterator[str]:
             except requests.ConnectionError:
                 pass
             if ui.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Streamlit did not start; see {screenshots / 'streamlit.log'}")
+                pytest.fail(f"Streamlit did not start; see {log_file}")
             time.sleep(0.2)
         yield url
     finally:
@@ -230,3 +242,68 @@ def test_why_shows_an_overlay_and_corrections_land_in_the_feedback_folder(page, 
     shoot(page, screenshots / "why.png")
     if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
         shutil.copyfile(screenshots / "why.png", ROOT / "docs" / "ui-why.png")
+
+
+# --- two models served: the picker ---------------------------------------------------------------
+
+FINE_TUNED = "shapes"
+SHAPES = {"circle": "circle", "square": "square"}  # fewer classes than the default top-k
+PER_CLASS = 8
+
+
+@pytest.fixture(scope="module")
+def two_models_url(model_store: Path, tmp_path_factory, screenshots: Path) -> Iterator[str]:
+    """A server of its own serving the default model and a model fine-tuned in seconds (generated shapes,
+    two head epochs), and the page as its client with TS_MODEL naming the fine-tuned one."""
+    root = tmp_path_factory.mktemp("two-models")
+    store = root / "store"
+    store.mkdir()
+    shutil.copyfile(model_store / f"{MODEL}.mar", store / f"{MODEL}.mar")
+    data = make_demo_data(root / "data", SHAPES, per_class=PER_CLASS, size=32, seed=1)
+    config = {**yaml.safe_load(MODEL_CONFIG.read_text()), "minWorkers": 1, "maxWorkers": 1}
+    (root / "model-config.yaml").write_text(yaml.safe_dump(config))
+    argv = [str(data), "--model-name", FINE_TUNED, "--random-weights", "--image-size", "32", "--epochs", "2"]
+    assert finetune.main(argv + ["--export-path", str(store), "--model-config", str(root / "model-config.yaml")]) == 0
+    with TorchServe.on_free_ports(root / "run", store) as server:
+        with running_ui(server, screenshots / "streamlit-models.log", TS_MODEL=FINE_TUNED) as url:
+            yield url
+
+
+def shown_labels(page) -> list[str]:
+    texts = page.locator('[data-testid="stProgress"]').all_inner_texts()
+    return [re.match(r"\d+\. (.+) — ", t.strip()).group(1) for t in texts]
+
+
+def test_model_picker_switches_the_answering_model(browser, two_models_url, screenshots):
+    """TS_MODEL picks the default; the sidebar shows the fine-tuned model's provenance; picking the other
+    model answers the same photo with that model's labels."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(WAIT_MS)
+    page.goto(two_models_url)
+    page.get_by_text("TorchServe is reachable").wait_for()
+    picker = page.get_by_role("combobox", name="Served models")
+    expect(picker).to_have_value(f"{FINE_TUNED} — {len(SHAPES)} classes, fine-tuned")  # TS_MODEL's
+    images = f"{PER_CLASS * len(SHAPES)} images"
+    for fact in ("Fine-tuned from:", "Dataset:", images, "Epochs:", "head 2", "Validation accuracy:"):
+        expect(page.get_by_text(fact, exact=False).first).to_be_visible()
+
+    drop(page, grace_hopper())
+    wait_done(page, 1)
+    bars = page.locator('[data-testid="stProgress"]')
+    assert len(SHAPES) < DEFAULTS.topk
+    expect(bars).to_have_count(len(SHAPES))  # the top-k sent is capped at the model's classes count
+    assert set(shown_labels(page)) == set(SHAPES)
+    assert_no_traceback(page)
+    shoot(page, screenshots / "models-fine-tuned.png")
+
+    picker.click()
+    page.get_by_role("option", name=re.compile(rf"^{MODEL} — ")).click()
+    expect(page.get_by_text("Fine-tuned from:")).to_have_count(0)
+    expect(bars.filter(has_text=re.compile("|".join(SHAPES)))).to_have_count(0)  # the other model's answer
+    expect(bars).to_have_count(DEFAULTS.topk)
+    wait_done(page, 1)
+    labels = shown_labels(page)
+    assert len(labels) == DEFAULTS.topk and not set(labels) & set(SHAPES), labels
+    assert_no_traceback(page)
+    shoot(page, screenshots / "models-default.png")
+    page.close()

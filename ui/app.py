@@ -114,9 +114,10 @@ def main() -> None:
     st.set_page_config(page_title=f"{TITLE} · TorchServe", page_icon=":material/image_search:", layout="wide")
     settings = Settings.from_env()
     client = session_client(settings)
-    settings = show_model_picker(client, settings)  # the picked model's, when the server serves several
+    settings, classes = show_model_picker(client, settings)  # the picked model's, when the server serves several
     state = cached_server_state(repr(settings), client, settings)
     topk = show_sidebar(state, settings)
+    topk = min(topk, classes or topk)  # a model with fewer classes answers all of them (more is refused)
 
     st.title(TITLE)
     st.markdown("Drop one or several photos below: each gets the labels the model finds most likely.")

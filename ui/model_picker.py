@@ -23,13 +23,14 @@ def cached_models(settings_key: str, _client: TorchServeClient) -> dict[str, Mod
     return {name: describe(_client, name) for name in served_models(_client)}
 
 
-def show_model_picker(client: TorchServeClient, settings: Settings) -> Settings:
-    """Draw the section; returns the settings with the picked model (unchanged when there is nothing to pick).
+def show_model_picker(client: TorchServeClient, settings: Settings) -> tuple[Settings, int | None]:
+    """Draw the section; returns the settings with the picked model (unchanged when there is nothing to pick)
+    and its classes count when known (the server refuses a top-k above it).
 
     One model: no picker, as before; its facts show if it is TS_MODEL's. No management access: nothing."""
     models = cached_models(repr(settings), client)
     if len(models) < 2 and settings.model not in models:
-        return settings
+        return settings, None
     names = list(models)
     with st.sidebar:
         st.header("Model")
@@ -51,4 +52,4 @@ def show_model_picker(client: TorchServeClient, settings: Settings) -> Settings:
                        icon=":material/help:")
         else:
             st.markdown("  \n".join(provenance_lines(facts)))
-    return dataclasses.replace(settings, model=picked)
+    return dataclasses.replace(settings, model=picked), facts.classes

@@ -28,11 +28,10 @@ class ModelFacts:
     problem: str | None = None  # a friendly sentence when the description could not be read
 
     def option_label(self) -> str:
-        """The picker's line for this model: enough to tell the models apart without picking them."""
+        """The picker's line for this model: enough to tell the models apart in a narrow sidebar."""
         if self.problem:
             return f"{self.name} — description unavailable"
-        origin = f"fine-tuned from {self.training.get('base_weights')}" if self.training else self.weights
-        return f"{self.name} — {self.classes} classes, {origin}"
+        return f"{self.name} — {self.classes} classes, {'fine-tuned' if self.training else self.weights}"
 
 
 def served_models(client: TorchServeClient) -> list[str]:

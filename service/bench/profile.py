@@ -8,9 +8,10 @@ For each concurrency level, over one measured window:
   the model's queue;
 - handler (model_log.log, one line per batch): batch sizes and time per batch; each request waits
   for its whole batch;
-- workers (py-spy, sampled with idle frames): share of each worker's wall time in decode and
-  preprocessing, the forward pass, top-k and JSON, TorchServe's Python (protocol, metrics), and
-  idle (waiting on the socket for the next batch: the model is idle then).
+- workers (py-spy, sampled with idle frames, the request loop's thread): share of each worker's
+  wall time in decode and preprocessing, the forward pass, top-k and JSON, logging, TorchServe's
+  Python (protocol, metrics), and idle (waiting on the socket for the next batch: the model is
+  idle then, unless the other worker runs it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ STAGES = (
                       "__call__ (handler/openvino_runtime.py")),
     ("parse, top-k, JSON", ("parse_request", "postprocess (handler", "encode (handler", "top_k")),
     ("idle: waiting for the next batch", ("recv_into", "recv (", "_retrieve_buffer", "retrieve_msg")),
+    ("logging", ("logging/__init__",)),
     ("TorchServe worker (protocol, metrics, logging)", ("ts/",)),
 )
 BATCH_LINE = re.compile(r"batch of (\d+): .* in ([\d.]+) ms")
@@ -94,14 +96,19 @@ def sample_workers(pids: list[int], seconds: float, out: Path) -> list[subproces
     ]
 
 
+# The worker's main thread (TorchServe's request loop); other threads (e.g. the metrics flusher) idle.
+MAIN_THREAD = "<module> (ts/model_service_worker.py"
+
+
 def stage_shares(files: list[Path]) -> dict[str, float]:
+    """Share of the main thread's samples per stage, over all workers."""
     counts: Counter[str] = Counter()
     for path in files:
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            if count.isdigit():
+            if count.isdigit() and stack.startswith(MAIN_THREAD):
                 counts[stage_of(stack)] += int(count)
     total = sum(counts.values())
     return {stage: n / total for stage, n in counts.most_common()} if total else {}
