@@ -220,9 +220,11 @@ def test_why_shows_an_overlay_and_corrections_land_in_the_feedback_folder(page, 
     page.get_by_text("Is this right?").click()
     page.get_by_role("button", name=re.compile(r"^Yes, it is ")).wait_for()
 
+    save = page.get_by_role("button", name="Save the right label")
     page.get_by_label("…or a class the model does not know").fill("../../escaped")
     page.get_by_label("…or a class the model does not know").press("Enter")
-    page.get_by_role("button", name="Save the right label").click()
+    expect(save).to_be_enabled()  # the rerun that reads the typed label has finished
+    save.click()
     expect(page.get_by_text("may not contain /", exact=False)).to_be_visible()
     assert not (feedback_dir.parent.parent / "escaped").exists() and not list(feedback_dir.rglob("*.jpg"))
 
@@ -232,7 +234,8 @@ def test_why_shows_an_overlay_and_corrections_land_in_the_feedback_folder(page, 
     picker.click()
     page.keyboard.type("tiger ca")
     page.get_by_role("option", name="tiger cat", exact=True).click()
-    page.get_by_role("button", name="Save the right label").click()
+    expect(save).to_be_enabled()
+    save.click()
     expect(page.get_by_text("Saved as tiger cat", exact=False)).to_be_visible()
     stored = list((feedback_dir / "tiger cat").glob("*.jpg"))
     assert [p.read_bytes() for p in stored] == [grace_hopper().read_bytes()]

@@ -133,12 +133,20 @@ def export(model_file: Path, card: ModelCard, photos: CalibrationPhotos) -> tupl
     return dataclasses.replace(card, provenance=provenance), agreement
 
 
-def report_agreement(request: BuildRequest, source: Source, scripted, card: ModelCard, photos, agreement) -> None:
-    """What the opt-in precisions (int8, bf16) and an fp32 export cost in answers, printed at build time."""
+def report_agreement(
+    request: BuildRequest,
+    source: Source,
+    scripted: torch.jit.ScriptModule,
+    card: ModelCard,
+    photos: CalibrationPhotos | None,
+    agreement: Agreement | None,
+) -> None:
+    """What the opt-in precisions (int8, bf16) and an fp32 export cost in answers, printed at build time
+    (int8 from fp32 weights: the eager fp32 model against the int8 TorchScript, on the calibration photos)."""
     what = f"{card.provenance.served_runtime} {card.provenance.served_precision}"
     if request.quantize and source.calibration is None and photos is not None:  # fp32 weights at hand
         agreement = model_agreement(source.model, scripted, card.preprocessing, photos, source.weights)
-    if agreement is not None:
+    if agreement is not None and photos is not None:
         print(f"{what} on {photos.what}: {agreement.summary()}")
     elif request.quantize:
         print(f"{what}: torchvision's pre-quantized weights, no fp32 model at hand to compare with here "

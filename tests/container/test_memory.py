@@ -22,10 +22,14 @@ from tests.container import podman
 pytestmark = pytest.mark.container
 BURSTS = (24, 48, 96)
 PHOTOS = 20
-# Inside the image: the Java frontend's and the workers' PIDs, and the container's peak memory.
+# Inside the image: the long-lived processes (the Java frontend, nginx, the supervisor, TorchServe's
+# launcher and workers), by name and PID; not this script itself nor a health probe running now.
 PROCESSES = (
-    "import json, psutil; print(json.dumps(sorted((p.name(), p.pid) for p in psutil.process_iter()"
-    " if p.name() in ('java', 'python', 'nginx'))))"
+    "import json, os, psutil\n"
+    "keep = ('model_service_worker', 'entrypoint.py', 'torchserve')\n"
+    "found = [(p.name(), p.pid) for p in psutil.process_iter() if p.pid != os.getpid() and (\n"
+    "    p.name() in ('java', 'nginx') or any(k in ' '.join(p.cmdline()) for k in keep))]\n"
+    "print(json.dumps(sorted(found)))\n"
 )
 PEAK = (
     "from pathlib import Path\n"
