@@ -25,7 +25,9 @@ from service.archive.sources import state_dict_sha256
 from service.names import ROOT
 from service.photos import photos
 
-# Top-level names of what requirements-dev.txt adds over requirements.txt (and peers tried beside it).
+# What the runtime path must not import: what requirements-dev.txt adds over requirements.txt (and
+# peers tried beside it), and matplotlib, which is installed for Captum's explanations only (loaded on a
+# worker's first explanation, never by the builder, client, server or UI).
 DEV_ONLY = ("matplotlib", "skimage", "pytest", "_pytest", "flask", "playwright", "litserve")
 
 BLOCKER = f'''

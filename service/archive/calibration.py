@@ -3,7 +3,7 @@ handler does it.
 
 The recommended source is a folder of the user's own photos (`--calibration DIR`): pictures
 like the ones the model will serve. Without it the builder falls back to the sample photos that
-ship inside matplotlib and scikit-image, which only requirements-dev.txt installs.
+ship inside matplotlib and scikit-image (the latter only requirements-dev.txt installs).
 """
 
 from __future__ import annotations

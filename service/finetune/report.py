@@ -3,8 +3,8 @@ hardest validation images and every validation prediction, as JSON and Markdown,
 
 The files are named <model>.report.json, <model>.report.md and <model>.confusion.png: plain files
 next to the .mar (TorchServe's load_models=all tries every folder in the model store as a model,
-so the report must not be a folder there). The PNG needs matplotlib, which only requirements-dev.txt
-installs: without it the report says so and the matrix is still in the JSON and the Markdown.
+so the report must not be a folder there). The PNG needs matplotlib (requirements.txt has it, for Captum):
+where it is missing the report says so and the matrix is still in the JSON and the Markdown.
 """
 
 from __future__ import annotations
