@@ -41,8 +41,8 @@ class OnnxRuntimeModel:
             )
         return self.sessions[threads]
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        session = self.session(torch.get_num_threads())
+    def __call__(self, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        session = self.session(threads or torch.get_num_threads())
         batch = np.ascontiguousarray(inputs.detach().numpy(), dtype=np.float32)
         (logits,) = session.run(None, {self.input_name: batch})
         return torch.from_numpy(logits)

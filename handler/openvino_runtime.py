@@ -65,8 +65,8 @@ class OpenVinoModel:
             requests[threads] = self.compiled_for(threads).create_infer_request()
         return requests[threads]
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        request = self.request(torch.get_num_threads())
+    def __call__(self, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        request = self.request(threads or torch.get_num_threads())
         batch = np.ascontiguousarray(inputs.detach().numpy(), dtype=np.float32)
         request.infer({0: batch})
         # The output buffer belongs to the request and is reused by its next call: copy it.

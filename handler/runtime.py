@@ -3,8 +3,9 @@
 model.pt (TorchScript) is in every archive and is the source of truth; an ONNX Runtime or OpenVINO
 archive also carries model.onnx, exported from it and checked against it when it was built
 (service/archive/export.py). Every runtime is called the same way: a float (n, 3, crop, crop)
-batch in, (n, classes) logits out, on as many intra-op threads as torch is set to at that moment
-(handler/cores.py's ThreadPolicy sets torch's count; the other runtimes follow it).
+batch in, (n, classes) logits out, on `threads` intra-op threads (handler/cores.py's ThreadPolicy
+decides them; TorchScript runs on torch's count, which the policy sets; without `threads` the
+others follow torch's count too).
 
 Only the runtime the archive names is imported: a TorchScript worker never loads onnxruntime or
 openvino.
@@ -33,7 +34,7 @@ class Model(Protocol):
     runtime: str
     precision: str  # what it really runs at (OpenVINO says what it chose)
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor: ...
 
 
 class TorchScriptModel:
@@ -57,8 +58,8 @@ class TorchScriptModel:
         self.precision = provenance.served_precision
 
     @torch.inference_mode()
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.module(inputs)
+    def __call__(self, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        return self.module(inputs)  # on torch's threads, which the ThreadPolicy sets
 
 
 def require(runtime: str) -> None:

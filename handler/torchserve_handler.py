@@ -20,7 +20,7 @@ from handler.cores import ThreadPolicy, available_cores, configured_workers
 from handler.errors import RequestError
 from handler.explain import Explainer, wants_explanation, with_explanations
 from handler.metrics import HandlerMetrics
-from handler.model_card import MODEL_FILE, ArchiveIntegrityError, ModelCard
+from handler.model_card import MODEL_FILE, TORCHSCRIPT, ArchiveIntegrityError, ModelCard
 from handler.preprocess import decode_for_model, to_tensor
 from handler.request import Limits, ParsedRequest, parse_request
 from handler.runtime import RuntimeMissingError, load_model
@@ -78,6 +78,8 @@ class ImageClassifierHandler:
             self.initialized = True
             return
         self.model_info["precision"] = self.model.precision  # what the runtime really chose
+        if self.model.runtime != TORCHSCRIPT:
+            self.threads.runtime_runs_model()
         self.metrics.runtime(self.model_info["runtime"], self.model_info["precision"])
         started = time.perf_counter()
         self.warm_up(int(context.system_properties.get("batch_size") or 1))
@@ -176,10 +178,10 @@ class ImageClassifierHandler:
     def inference(self, inputs: torch.Tensor) -> torch.Tensor:
         """The forward pass over every image of the batch (in passes of at most max_images_per_request
         images, which bounds the worker's memory), on whichever runtime the archive names."""
-        chunk = self.settings.max_images_per_request
+        chunk, threads = self.settings.max_images_per_request, self.threads.count
         if len(inputs) <= chunk:
-            return self.model(inputs)
-        return torch.cat([self.model(part) for part in inputs.split(chunk)])
+            return self.model(inputs, threads)
+        return torch.cat([self.model(part, threads) for part in inputs.split(chunk)])
 
     def explain(self, batch: Batch, logits: torch.Tensor, context) -> None:
         """Explanation requests: their answer plus an occlusion map of the image's top (or named) class,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from handler.cores import available_cores
-from handler.model_card import MODEL_FILE, ModelCard
+from handler.model_card import MODEL_FILE, TORCHSCRIPT, ModelCard
 from handler.preprocess import model_input
 from handler.runtime import load_model
 from handler.settings import DEFAULTS
@@ -36,9 +36,11 @@ class Limit:
     how: str = "one stream"
 
 
-def rate(one_batch: Callable[[int], None], n: int, seconds: float, streams: int) -> tuple[float, list[float]]:
-    """images/s of `streams` Python threads each running one_batch(n) back to back; and the
-    per-call times of the first stream (torch and Pillow release the GIL while they work)."""
+def rate(one_batch: Callable[[int, int], None], n: int, seconds: float, streams: int) -> tuple[float, list[float]]:
+    """images/s of `streams` Python threads each running one_batch(n, threads) back to back (all
+    cores as threads for one stream, one each for several); and the per-call times of the first
+    stream (torch, the runtimes and Pillow release the GIL while they work)."""
+    intra = available_cores() if streams == 1 else 1  # intra-op threads per stream
     counts, times = [0] * streams, []
     stop = time.perf_counter() + seconds
 
@@ -46,7 +48,7 @@ def rate(one_batch: Callable[[int], None], n: int, seconds: float, streams: int)
         if streams > 1:
             torch.set_num_threads(1)  # one intra-op thread per stream; the caller restores its own
         while (t := time.perf_counter()) < stop:
-            one_batch(n)
+            one_batch(n, intra)
             counts[i] += n
             if i == 0:
                 times.append(time.perf_counter() - t)
@@ -63,14 +65,16 @@ def rate(one_batch: Callable[[int], None], n: int, seconds: float, streams: int)
     return sum(counts) / (time.perf_counter() - started), times
 
 
-def mix_limit(name: str, mix: str, one_batch: Callable[[int], None], batch_sizes: list[int], seconds: float) -> Limit:
+def mix_limit(
+    name: str, mix: str, one_batch: Callable[[int, int], None], batch_sizes: list[int], seconds: float
+) -> Limit:
     """One image mix: every batch size one stream at all cores, and (several cores) one stream per core."""
     cores = available_cores()
     per_batch, parallel, single = {}, {}, []
     for n in sorted(set(batch_sizes)):
         torch.set_num_threads(cores)
         for _ in range(3):
-            one_batch(n)
+            one_batch(n, cores)
         per_batch[n], times = rate(one_batch, n, seconds, 1)
         if n == 1:
             single = times
@@ -93,12 +97,15 @@ def in_process_limit(model_dir: Path, name: str, mixes: dict, batch_sizes: list[
     model = load_model(model_dir / MODEL_FILE, card.provenance)
     spec = card.preprocessing
     results = []
+    torch_runs_model = model.runtime == TORCHSCRIPT
     for mix, (data, _) in mixes.items():
 
-        def one_batch(n: int, data: bytes = data) -> None:
+        def one_batch(n: int, threads: int, data: bytes = data) -> None:
+            if not torch_runs_model:  # as the handler does (handler/cores.py): torch on one thread
+                torch.set_num_threads(1)
             tensors = [model_input(data, spec, DEFAULTS.max_pixels) for _ in range(n)]
             with torch.inference_mode():
-                model(torch.stack(tensors))
+                model(torch.stack(tensors), threads)
 
         results.append(mix_limit(name, mix, one_batch, batch_sizes, seconds))
     return results
