@@ -83,7 +83,7 @@ lint: $(STAMP)
 clean:
 	rm -rf var test-output $(MODEL_STORE)/*.mar
 
-# Served throughput/latency vs the in-process limit and a Flask baseline (about 6 minutes);
+# Served throughput/latency per runtime vs its in-process limit, LitServe and a Flask baseline (about 7 minutes);
 # writes docs/PERFORMANCE.md and docs/performance.json. BENCH_ARGS=--sweep for the config sweep.
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
