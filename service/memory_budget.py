@@ -18,6 +18,14 @@ from handler.settings import DEFAULTS
 
 MiB = 2**20
 
+# A READY worker's memory by the runtime its archive names (MiB). TorchScript: PSS measured after
+# 20 requests (437-446; torch from PyPI with its CUDA libraries mapped, no torchvision imported).
+# The others: private memory (USS) measured on warmed workers (ONNX Runtime 589: it keeps one
+# session per thread count; OpenVINO fp32 620, bf16 509) plus 60 MiB for their share of the
+# libraries (PSS - USS was 31-40 MiB for TorchScript). int8 archives run on TorchScript.
+WORKER_MIB = {"torchscript": 450, "onnxruntime": 650, "openvino": 680, "openvino-bf16": 570}
+DEFAULT_RUNTIME = "torchscript"
+
 
 @dataclass(frozen=True)
 class BodyClass:
@@ -32,9 +40,12 @@ class BodyClass:
 @dataclass(frozen=True)
 class MemoryBudget:
     workers: int = 2  # one per core; the manifests give a pod 2 cores
-    # Measured: a READY worker's PSS (ResNet-18 fp32 TorchScript, optimized and warmed up, torch
-    # from PyPI with its CUDA libraries mapped, no torchvision imported), after 20 requests.
-    worker_mib: int = 450
+    runtime: str = DEFAULT_RUNTIME  # the image's archive (make run's default)
+
+    @property
+    def worker_mib(self) -> int:
+        return WORKER_MIB[self.runtime]
+
     # Decoding one picture at the pixel limit: the decoded frame plus the reduced copy (a palette
     # picture is expanded to RGBA first): 5 bytes a pixel at most (handler/images.py, _reduced).
     decode_bytes_per_pixel: int = 5
@@ -66,7 +77,8 @@ class MemoryBudget:
         in_flight = sum(c.max_bytes * c.connections for c in self.body_classes) / MiB
         decode = self.decode_bytes_per_pixel * self.max_pixels / MiB
         return [
-            ("workers at rest", self.workers * self.worker_mib, f"{self.workers} x {self.worker_mib} MiB PSS"),
+            ("workers at rest", self.workers * self.worker_mib,
+             f"{self.workers} x {self.worker_mib} MiB ({self.runtime} worker)"),
             ("decoding", self.workers * decode, f"one picture at {self.max_pixels / 1e6:g} MP per worker"),
             ("bodies in the workers", in_flight * self.body_copies_in_worker,
              f"{in_flight:.0f} MiB admitted by the front x {self.body_copies_in_worker} copies"),
@@ -111,3 +123,7 @@ BUDGET = MemoryBudget()
 
 if __name__ == "__main__":
     print(BUDGET.markdown())
+    print()
+    for runtime in WORKER_MIB:
+        budget = MemoryBudget(runtime=runtime)
+        print(f"- an archive on {runtime}: worst case {budget.worst_mib:.0f} MiB, pod memory {budget.limit_mib} MiB")
