@@ -14,7 +14,6 @@ import pytest
 import requests
 
 from service.names import CONFIG, METRICS_CONFIG, ROOT
-from service.processes import group_members
 from service.properties import render_config
 from service.server import free_port
 from tests.conftest import MODEL
@@ -62,6 +61,24 @@ def wait_serving(process: subprocess.Popen, front: str, management: str, timeout
     raise TimeoutError("the entrypoint's services did not become ready")
 
 
+def stop_entrypoint(process: subprocess.Popen) -> None:
+    """Whatever the test did: SIGTERM the entrypoint (it stops its services, each in a session of
+    its own), then kill anything of it that is left."""
+    if process.poll() is not None:
+        return
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    for p in descendants:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
 def java_in(process: subprocess.Popen) -> psutil.Process:
     for child in psutil.Process(process.pid).children(recursive=True):
         if child.name() == "java":
@@ -80,10 +97,7 @@ def test_killed_frontend_makes_the_entrypoint_exit_non_zero(model_store, tmp_pat
         # TorchServe's launcher itself exits 0 when its Java process is killed: the supervisor says why it stops.
         assert "stopping the container so that it is restarted" in (tmp_path / "entrypoint.log").read_text()
     finally:
-        for p in group_members(process.pid):
-            p.kill()
-        if process.poll() is None:
-            process.kill()
+        stop_entrypoint(process)
 
 
 def test_sigterm_stops_everything_cleanly(model_store, tmp_path):
@@ -97,5 +111,4 @@ def test_sigterm_stops_everything_cleanly(model_store, tmp_path):
         gone, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, f"left running: {[p.name() for p in alive]}"
     finally:
-        if process.poll() is None:
-            process.kill()
+        stop_entrypoint(process)
