@@ -60,11 +60,14 @@ test-deps: $(STAMP)
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
-	@# Debian's Prometheus (and promtool) for tests/test_prometheus.py and the dashboard check; run as a plain process.
-	@test -x /usr/bin/prometheus -a -x /usr/bin/promtool || { echo "installing Debian's prometheus for the metrics tests"; \
+	@# Debian's Prometheus (and promtool) for tests/test_prometheus.py and the dashboard check, and nginx, the
+	@# image's front, for tests/test_memory_burst.py and tests/test_supervisor.py; both run as plain processes.
+	@missing=; test -x /usr/bin/prometheus -a -x /usr/bin/promtool || missing=prometheus; \
+	test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then echo "installing Debian's $$missing for the tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends prometheus; }
+			apt-get install -y -qq --no-install-recommends $$missing; fi
 	@$(PY) -c "import playwright.sync_api" || { echo "Playwright for Python is missing: make setup"; exit 1; }
 
 test: $(STAMP) test-deps
