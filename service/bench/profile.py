@@ -29,6 +29,7 @@ import psutil
 import requests
 
 from service.bench.load import Target, drive
+from service.bench.systems import ready_target
 from service.server import TorchServe
 
 # Innermost-first markers in a sampled stack (py-spy "raw" lines: frames joined by ";") -> stage.
@@ -150,14 +151,7 @@ def profile(store: Path, run_dir: Path, body: bytes, content_type: str, levels, 
     server = TorchServe.on_free_ports(run_dir, store)
     server.start()
     try:
-        models = server.wait_ready()
-        server.warm_up(models)
-        client = server.client()
-        target = Target(
-            f"{server.endpoints.inference}/predictions/{models[0]}",
-            {"Authorization": f"Bearer {client.keys['inference']}"},
-            os.getpgid(server.process.pid),
-        )
+        target, _ = ready_target(server)
         drive(target, body, content_type, 4, 12.0, 0.0)  # the JVM compiles its hot paths
         rows = []
         for level in levels:

@@ -16,6 +16,7 @@ from handler.cores import available_cores
 from service.archive import BuildRequest, build
 from service.archive.export import cpu_has_bf16
 from service.bench.load import Cell, Target, drive, measure
+from service.client import TorchServeClient
 from service.names import DEFAULT_MODEL
 from service.photos import grace_hopper, phone_photo_jpeg, photos
 from service.server import TorchServe
@@ -86,6 +87,20 @@ def measure_beside_busy(system: str, target: Target, mixes: dict, levels, second
             process.wait()
 
 
+def ready_target(server: TorchServe) -> tuple[Target, TorchServeClient]:
+    """Once the started server is READY and warmed up: its first model's predictions URL with the
+    inference key (and the server's process group, whose CPU is measured), and its client."""
+    models = server.wait_ready()
+    server.warm_up(models)
+    client = server.client()
+    target = Target(
+        f"{server.endpoints.inference}/predictions/{models[0]}",
+        {"Authorization": f"Bearer {client.keys['inference']}"},
+        os.getpgid(server.process.pid),
+    )
+    return target, client
+
+
 def torchserve_cells(
     system: str,
     store: Path,
@@ -102,14 +117,7 @@ def torchserve_cells(
     server = TorchServe.on_free_ports(run_dir, store, **(ts_options or {}))
     server.start()
     try:
-        models = server.wait_ready()
-        server.warm_up(models)
-        client = server.client()
-        target = Target(
-            f"{server.endpoints.inference}/predictions/{models[0]}",
-            {"Authorization": f"Bearer {client.keys['inference']}"},
-            os.getpgid(server.process.pid),
-        )
+        target, client = ready_target(server)
         for body, content_type in mixes.values():  # every decode path once, off the clock
             headers = {**target.headers, "Content-Type": content_type}
             client.session.post(target.url, data=body, headers=headers, timeout=120)
