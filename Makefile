@@ -98,7 +98,9 @@ bench: $(STAMP)
 .PHONY: container-test
 container-test: $(STAMP)
 	deploy/podman/prepare-base.sh
-	$(PY) -m pytest -m container tests/container -v
+	@# Each rebuild leaves the previous image untagged (7 GB): prune those, pass or fail; tagged ones stay as the cache.
+	$(PY) -m pytest -m container tests/container -v; status=$$?; \
+		podman --runtime runc --cgroup-manager=cgroupfs image prune -f >/dev/null; exit $$status
 	@cat test-output/container-test.json
 
 # Fine-tune on a folder of labelled photos (one sub-folder per class) and build model_store/$(NAME).mar
