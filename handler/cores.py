@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +24,17 @@ import torch
 log = logging.getLogger(__name__)
 
 # Forward passes on several threads whose threads together waited this share of their time for
-# a CPU (runnable, not running; mean of the last two passes) share their cores with another
-# program. That costs far more than the threads win: every parallel op waits at its barrier for
-# the thread the scheduler parked behind the other program (served ResNet-18 beside one busy
-# process: 2 threads 320-480 ms a pass, waiting 0.97 of it; alone: 18-23 ms, waiting 0.02 at the
-# median and up to 0.63 in bursts; 1 thread: 35 ms).
+# a CPU (runnable, not running) share their cores with another program. That costs far more than
+# the threads win: every parallel op waits at its barrier for the thread the scheduler parked
+# behind the other program (served ResNet-18 beside one busy process: 2 threads 320-480 ms a pass,
+# waiting 0.97 of it; alone: 18-23 ms, waiting 0.02 at the median and up to 0.63 in bursts;
+# 1 thread: 35 ms). Judged over the last CROWDED_PASSES passes once they add up to CROWDED_MIN_S:
+# the Java frontend's JIT compiler and garbage collector take both cores for tens of ms at times,
+# and judging two 12 ms passes let such a burst put a lone request on one thread for seconds
+# (ONNX Runtime, 1 client: p50 22 instead of 17 ms; docs/PERFORMANCE.md).
 CROWDED_WAIT_SHARE = 0.5
+CROWDED_PASSES = 16
+CROWDED_MIN_S = 0.25
 # Once crowded, forward passes use one thread fewer; one more is tried again after this
 # long, doubling while the cores stay crowded.
 RETRY_SECONDS = (1.0, 32.0)
@@ -72,7 +78,7 @@ class CoreBudget:
         self.retry_at = 0.0
         self.retry_after = RETRY_SECONDS[0]
         self.pass_started: tuple[int, float] | None = None  # (run-queue wait, time) at grow()
-        self.last_wait_share = 0.0
+        self.passes: deque[tuple[float, float]] = deque(maxlen=CROWDED_PASSES)  # (waited, took) s
 
     def _try(self, fd: int) -> bool:
         try:
@@ -116,21 +122,27 @@ class CoreBudget:
     def _judge_pass(self, threads: int, wait_before: int, started: float) -> None:
         now = time.monotonic()
         waited = (run_queue_wait_ns() - wait_before) / 1e9
-        share = waited / max(now - started, 1e-6)
-        crowded = (self.last_wait_share + share) / 2 > CROWDED_WAIT_SHARE
-        self.last_wait_share = share
+        took = max(now - started, 1e-6)
+        if threads > self.ceiling:  # a retry: this pass alone decides
+            crowded = waited / took > CROWDED_WAIT_SHARE
+        else:
+            self.passes.append((waited, took))
+            total = sum(t for _, t in self.passes)
+            crowded = total >= CROWDED_MIN_S and sum(w for w, _ in self.passes) / total > CROWDED_WAIT_SHARE
         ceiling = min(self.ceiling, threads - 1) if crowded else max(self.ceiling, threads)
         if ceiling < self.ceiling:
             log.info(
                 "cores crowded by another program (threads waited %.0f ms for a CPU in a %.0f ms pass): "
                 "forward passes on at most %d thread(s), retrying more in %.0f s",
                 waited * 1000,
-                (now - started) * 1000,
+                took * 1000,
                 ceiling,
                 self.retry_after,
             )
         elif ceiling > self.ceiling:
             log.info("cores free again: forward passes on up to %d threads", ceiling)
+        if ceiling != self.ceiling:
+            self.passes.clear()
         self.ceiling = ceiling
         if crowded:
             self.retry_at = now + self.retry_after
