@@ -5,6 +5,7 @@ baseline (make bench).
   python scripts/bench.py --duration 3     # quicker, noisier
   python scripts/bench.py --sweep          # workers/threads/batchSize/maxBatchDelay sweep (small JPEG, fp32)
   python scripts/bench.py --profile        # where a request's time goes at 1 and 4 clients (py-spy + frontend)
+  python scripts/bench.py --ceiling        # TorchServe's own ceiling: a fixed-CPU-cost handler beside ours
 
 It starts everything it measures (random-weights archives: speed does not depend on weight
 values: fp32 TorchScript, int8, ONNX Runtime, OpenVINO fp32 and, where the CPU has it, bf16) and
@@ -31,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service.bench.ceiling import CEILING_BEGIN, CEILING_END, ceiling_markdown, run_ceiling  # noqa: E402
 from service.bench.report import (  # noqa: E402
     BEGIN,
     DOC,
@@ -59,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="concurrency levels (1 4 16)")
     p.add_argument("--sweep", action="store_true", help="sweep server configs instead of the main table")
     p.add_argument("--profile", action="store_true", help="profile a request at 1 and 4 clients instead")
+    p.add_argument("--ceiling", action="store_true", help="TorchServe's ceiling for this work (4 clients) instead")
     p.add_argument("--only", nargs="+", help="--sweep: only these config numbers")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-flask", action="store_true")
@@ -95,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_write:
                 write_docs("profile", report, profile_markdown(report), PROFILE_BEGIN, PROFILE_END)
             print(profile_markdown(report))
+            return 0
+        if args.ceiling:
+            report = run_ceiling(options(args), work)
+            if not args.no_write:
+                write_docs("ceiling", report, ceiling_markdown(report), CEILING_BEGIN, CEILING_END)
+            print(ceiling_markdown(report))
             return 0
         if args.sweep:
             report = run_sweep(options(args), work)
