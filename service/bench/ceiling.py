@@ -75,7 +75,7 @@ def row(system: str, batch: int, ideal: float, cell: Cell) -> dict:
 
 
 def run_ceiling(o: BenchOptions, work: Path) -> dict:
-    started = time.perf_counter()
+    started, before = time.perf_counter(), machine()
     base = yaml.safe_load(MODEL_CONFIG.read_text())
     small = {SMALL: image_mixes()[SMALL]}
     store = build_archives(work / "store", base, (RUNTIME,))[RUNTIME]
@@ -100,7 +100,7 @@ def run_ceiling(o: BenchOptions, work: Path) -> dict:
             rows += [row(system, batch, limit.images_per_s, c) for c in cells]
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {**machine(), "loadavg_after": loadavg()},
+        "machine": {**before, "loadavg_after": loadavg()},
         "limit": {
             "images_per_s": limit.images_per_s,
             "how": limit.how,
@@ -119,7 +119,8 @@ def ceiling_markdown(report: dict) -> str:
     m, lim = report["machine"], report["limit"]
     lines = [
         CEILING_BEGIN,
-        f"Measured {report['date']} (`python scripts/bench.py --ceiling`), {m.get('cpu', '?')}, "
+        f"Measured {report['date']} (`python scripts/bench.py --ceiling`), {m['cpu']}, {m['cores']} cores "
+        f"(flags: {' '.join(m.get('key_flags', []))}), "
         f"small JPEG, {report['seconds']:g} s per cell. In-process limit of {RUNTIME}: "
         f"{lim['images_per_s']:.1f} images/s ({lim['how']}, batch {lim['batch']}; per-core streams by batch: "
         + ", ".join(f"b{k}: {v:.1f}" for k, v in lim["parallel"].items())
