@@ -89,32 +89,28 @@ def options(args: argparse.Namespace) -> BenchOptions:
     )
 
 
+def profile_run(o: BenchOptions, work: Path) -> dict:
+    return run_profile(o, work, max(o.duration, 5.0))  # py-spy needs a few seconds per level
+
+
+# Each run: its flag -> (run, its markdown block, the block's markers in docs/PERFORMANCE.md).
+MODES = {
+    "profile": (profile_run, profile_markdown, PROFILE_BEGIN, PROFILE_END),
+    "ceiling": (run_ceiling, ceiling_markdown, CEILING_BEGIN, CEILING_END),
+    "sweep": (run_sweep, sweep_markdown, SWEEP_BEGIN, SWEEP_END),
+    "bench": (run_bench, markdown, BEGIN, END),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    mode = next((name for name in ("profile", "ceiling", "sweep") if getattr(args, name)), "bench")
+    run, block_of, begin, end = MODES[mode]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
-        if args.profile:
-            report = run_profile(options(args), work, max(args.duration, 5.0))
-            if not args.no_write:
-                write_docs("profile", report, profile_markdown(report), PROFILE_BEGIN, PROFILE_END)
-            print(profile_markdown(report))
-            return 0
-        if args.ceiling:
-            report = run_ceiling(options(args), work)
-            if not args.no_write:
-                write_docs("ceiling", report, ceiling_markdown(report), CEILING_BEGIN, CEILING_END)
-            print(ceiling_markdown(report))
-            return 0
-        if args.sweep:
-            report = run_sweep(options(args), work)
-            if not args.no_write:
-                write_docs("sweep", report, sweep_markdown(report), SWEEP_BEGIN, SWEEP_END)
-            print(sweep_markdown(report))
-            return 0
-        report = run_bench(options(args), work)
-    block = markdown(report)
+        report = run(options(args), Path(tmp))
+    block = block_of(report)
     if not args.no_write:
-        write_docs("bench", report, block, BEGIN, END)
+        write_docs(mode, report, block, begin, end)
         print(f"wrote {DOC.relative_to(ROOT)} and {JSON_FILE.relative_to(ROOT)}")
     print(block)
     return 0
