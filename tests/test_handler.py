@@ -128,8 +128,11 @@ def test_shared_cores_step_back_from_a_core_another_program_keeps_busy(model_sto
     image = [{"body": photos()["chelsea"].read_bytes()}]
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n - 1)]
     try:
-        for _ in range(6):
+        # Crowding is judged over the passes' time (cores.CROWDED_MIN_S), so allow a few seconds of them.
+        deadline = time.monotonic() + 10
+        while budget.ceiling == n and time.monotonic() < deadline:
             assert run_batch((handler, context), image)[0][0] == 200
+        assert run_batch((handler, context), image)[0][0] == 200
     finally:
         for process in busy:
             process.kill()
