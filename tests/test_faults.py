@@ -78,7 +78,7 @@ def test_sigkill_a_worker_under_load(own_server, output_dir):
     after_kill = [r for r in results if r[0] + r[2] >= killed_at]
     failed = [(round(t - killed_at, 2), s) for t, s, _ in after_kill if s != 200]
     first_ok = min((t + d - killed_at for t, s, d in after_kill if s == 200), default=None)
-    unanswered = [s for _, s, _ in results if not isinstance(s, int)]
+    unanswered = [(round(t - killed_at, 2), s) for t, s, _ in results if not isinstance(s, int)]
     figures = {
         "requests": len(results),
         "requests_failed": len(failed),
@@ -90,9 +90,13 @@ def test_sigkill_a_worker_under_load(own_server, output_dir):
     }
     (output_dir / "faults.json").write_text(json.dumps({"sigkill_worker": figures}, indent=2) + "\n")
     print(figures)
-    assert not unanswered, "a request hung or lost its connection"
+    # TorchServe 0.12 loses the requests its frontend had taken for the dying worker's next batch
+    # while it waited maxBatchDelay for more (WorkerThread answers "Worker died" only for a batch
+    # already sent, then BatchAggregator.cleanJobs() drops the rest; docs/RELIABILITY.md): one
+    # request sent at the moment of the kill can go unanswered. Any other hang fails.
+    assert len(unanswered) <= 1 and all(abs(t) < 1.0 for t, _ in unanswered), unanswered
     assert len(failed) <= 8, failed  # at most the batch (4) the dead worker held, plus its next one
-    assert all(isinstance(s, int) and 500 <= s < 600 for _, s in failed)
+    assert all(500 <= s < 600 for _, s in failed if isinstance(s, int))
     assert replaced_after is not None and replaced_after < 30
     assert first_ok is not None and first_ok < 5
     assert client.predict(MODEL, image, filename="p.jpg").status_code == 200
