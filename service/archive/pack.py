@@ -65,22 +65,30 @@ def pack(
     """torch-model-archiver over the model file (and the exported ones beside it), the model card,
     the handler package and model-config.yaml; returns the archive's path."""
     with tempfile.TemporaryDirectory(prefix="build-archive-") as tmp:
-        stage, scratch = Path(tmp) / "extra", Path(tmp) / "scratch"
+        stage = Path(tmp) / "extra"
         stage.mkdir()
-        scratch.mkdir()
         card.write(stage)
         for path in model_files or []:
             shutil.copy(path, stage / path.name)
         shutil.copytree(HANDLER_PACKAGE, stage / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        export_path.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(Path(sys.executable).with_name("torch-model-archiver")),
-            *("--model-name", model_name, "--version", version),
-            *("--serialized-file", str(model_file), "--handler", str(HANDLER_ENTRY)),
-            *("--extra-files", str(stage), "--config-file", str(model_config)),
-            *("--export-path", str(export_path), "--force"),
-        ]
-        # The archiver stages files in $TMPDIR/<model name> and deletes that folder first: two builds
-        # of one model name at once (test sessions, the benchmark) would clobber each other's files.
-        subprocess.run(command, check=True, env={**os.environ, "TMPDIR": str(scratch)})
+        return run_archiver(
+            model_name, version, HANDLER_ENTRY, model_config, export_path,
+            "--serialized-file", str(model_file), "--extra-files", str(stage),
+        )
+
+
+def run_archiver(
+    model_name: str, version: str, handler: Path, model_config: Path, export_path: Path, *more: str
+) -> Path:
+    """torch-model-archiver (this interpreter's) into export_path; returns the archive's path."""
+    export_path.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(Path(sys.executable).with_name("torch-model-archiver")),
+        *("--model-name", model_name, "--version", version, "--handler", str(handler)),
+        *("--config-file", str(model_config), "--export-path", str(export_path), "--force", *more),
+    ]
+    # The archiver stages files in $TMPDIR/<model name> and deletes that folder first: two builds
+    # of one model name at once (test sessions, the benchmark) would clobber each other's files.
+    with tempfile.TemporaryDirectory(prefix="archiver-") as scratch:
+        subprocess.run(command, check=True, env={**os.environ, "TMPDIR": scratch})
     return export_path / f"{model_name}.mar"

@@ -6,10 +6,6 @@ worker protocol and closed-loop round trips, not the handler (python scripts/ben
 from __future__ import annotations
 
 import datetime
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,10 +13,11 @@ import torch
 import yaml
 
 from handler.cores import available_cores
+from service.archive.pack import run_archiver
 from service.bench.limit import in_process_limit
 from service.bench.load import Cell
 from service.bench.report import SMALL, loadavg, machine
-from service.bench.runs import BenchOptions, _config, sweep_config
+from service.bench.runs import BenchOptions, server_config, sweep_config
 from service.bench.systems import build_archives, extracted_model_dir, image_mixes, torchserve_cells
 from service.names import DEFAULT_MODEL, MODEL_CONFIG
 
@@ -35,26 +32,7 @@ def fixed_cost_archive(store: Path, model_config: dict) -> Path:
     store.mkdir(parents=True, exist_ok=True)
     config_file = store / "model-config.yaml"
     config_file.write_text(yaml.safe_dump(model_config))
-    archiver = str(Path(sys.executable).with_name("torch-model-archiver"))
-    with tempfile.TemporaryDirectory(prefix="ceiling-") as scratch:
-        subprocess.run(
-            [
-                archiver,
-                "--model-name",
-                DEFAULT_MODEL,
-                "--version",
-                "1.0",
-                "--handler",
-                str(HANDLER),
-                "--config-file",
-                str(config_file),
-                "--export-path",
-                str(store),
-                "--force",
-            ],
-            check=True,
-            env={**os.environ, "TMPDIR": scratch},
-        )
+    run_archiver(DEFAULT_MODEL, "1.0", HANDLER, config_file, store)
     return store
 
 
@@ -90,7 +68,7 @@ def run_ceiling(o: BenchOptions, work: Path) -> dict:
     torch.set_num_threads(1)
     rows = []
     for batch in BATCH_SIZES:
-        config = sweep_config(base, _config(available_cores(), batch, 1, "shared"))
+        config = sweep_config(base, server_config(available_cores(), batch, 1, "shared"))
         real = build_archives(work / f"real-{batch}", config, (RUNTIME,))[RUNTIME]
         fixed = fixed_cost_archive(work / f"fixed-{batch}", {**config, "handler": {"cpu_ms_per_image": cpu_ms}})
         for system, archive in ((f"{RUNTIME} handler", real), ("fixed-cost handler", fixed)):

@@ -151,7 +151,7 @@ def run_profile(o: BenchOptions, work: Path, seconds: float = 10.0) -> dict:
     }
 
 
-def _config(workers: int, batch: int, delay: int, threads: str = "auto", **handler) -> dict:
+def server_config(workers: int, batch: int, delay: int, threads: str = "auto", **handler) -> dict:
     return {
         "minWorkers": workers,
         "maxWorkers": workers,
@@ -163,16 +163,16 @@ def _config(workers: int, batch: int, delay: int, threads: str = "auto", **handl
 
 # (label, model-config overrides). TorchServe 0.12 treats maxBatchDelay 0 as unset (100 ms), so 1 is the minimum.
 SWEEP = [
-    ("2 workers x 1 thread, batch 1", _config(2, 1, 1)),
-    ("2 workers x 1 thread, batch 4, delay 1", _config(2, 4, 1)),
-    ("2 workers x 1 thread, batch 4, delay 5", _config(2, 4, 5)),
-    ("2 workers x 1 thread, batch 8, delay 1", _config(2, 8, 1)),
-    ("1 worker x 2 threads, batch 4, delay 1", _config(1, 4, 1)),
-    ("2 workers sharing cores, batch 1", _config(2, 1, 1, "shared")),
-    ("2 workers sharing cores, batch 4, delay 1", _config(2, 4, 1, "shared")),
-    ("2 workers sharing cores, batch 8, delay 1", _config(2, 8, 1, "shared")),
-    ("2 workers sharing cores, batch 8, delay 5", _config(2, 8, 5, "shared")),
-    ("2 workers x 1 thread, batch 4, delay 1, not optimized", _config(2, 4, 1, optimize=False)),
+    ("2 workers x 1 thread, batch 1", server_config(2, 1, 1)),
+    ("2 workers x 1 thread, batch 4, delay 1", server_config(2, 4, 1)),
+    ("2 workers x 1 thread, batch 4, delay 5", server_config(2, 4, 5)),
+    ("2 workers x 1 thread, batch 8, delay 1", server_config(2, 8, 1)),
+    ("1 worker x 2 threads, batch 4, delay 1", server_config(1, 4, 1)),
+    ("2 workers sharing cores, batch 1", server_config(2, 1, 1, "shared")),
+    ("2 workers sharing cores, batch 4, delay 1", server_config(2, 4, 1, "shared")),
+    ("2 workers sharing cores, batch 8, delay 1", server_config(2, 8, 1, "shared")),
+    ("2 workers sharing cores, batch 8, delay 5", server_config(2, 8, 5, "shared")),
+    ("2 workers x 1 thread, batch 4, delay 1, not optimized", server_config(2, 4, 1, optimize=False)),
 ]
 
 
