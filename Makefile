@@ -83,8 +83,10 @@ soak: archive
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Removes only what the build made and can remake (test output, run state, the default archive when the
+# builder made it); keeps var/feedback, fine-tuned and bring-your-own archives and reports (scripts/clean.py).
 clean:
-	rm -rf var test-output $(MODEL_STORE)/*.mar
+	$(PYTHON) scripts/clean.py
 
 # Served throughput/latency per runtime vs its in-process limit, LitServe and a Flask baseline (about 7 minutes);
 # writes docs/PERFORMANCE.md and docs/performance.json. BENCH_ARGS=--sweep for the config sweep.
