@@ -24,6 +24,9 @@ from handler.errors import RequestError
 from handler.request import ParsedRequest
 
 Predictions = list[dict[str, object]]
+# The v2 outputs (name, datatype) of every answer, each of shape [n, k], and the one of failed images.
+V2_OUTPUTS = (("label", "BYTES"), ("index", "INT64"), ("probability", "FP32"))
+V2_ERROR_OUTPUT = "error"
 # One image's answer: its top-k, or why it has none.
 ImageAnswer = Predictions | RequestError
 
@@ -57,24 +60,13 @@ def _v2_reply(parsed: ParsedRequest, results: list[ImageAnswer], model: dict, wa
     rows = [[{"label": "", "index": -1, "probability": 0.0}] * k if isinstance(r, RequestError) else r for r in results]
     shape = [len(rows), k]
     outputs = [
-        {"name": "label", "datatype": "BYTES", "shape": shape, "data": [p["label"] for row in rows for p in row]},
-        {"name": "index", "datatype": "INT64", "shape": shape, "data": [p["index"] for row in rows for p in row]},
-        {
-            "name": "probability",
-            "datatype": "FP32",
-            "shape": shape,
-            "data": [p["probability"] for row in rows for p in row],
-        },
+        {"name": name, "datatype": datatype, "shape": shape, "data": [p[name] for row in rows for p in row]}
+        for name, datatype in V2_OUTPUTS
     ]
     if any(isinstance(r, RequestError) for r in results):
         errors = [r.message if isinstance(r, RequestError) else "" for r in results]
-        outputs.append({"name": "error", "datatype": "BYTES", "shape": [len(rows)], "data": errors})
-    response: dict[str, object] = {
-        "model_name": model.get("name"),
-        "model_version": model.get("version"),
-        "id": parsed.request_id or str(uuid.uuid4()),
-        "outputs": outputs,
-    }
+        outputs.append({"name": V2_ERROR_OUTPUT, "datatype": "BYTES", "shape": [len(rows)], "data": errors})
+    response = {**_v2_head(parsed, model), "outputs": outputs}
     facts = ("weights", "runtime", "precision")
     parameters = {k: model.get(k) for k in facts if model.get(k)}
     if warning:
@@ -84,11 +76,24 @@ def _v2_reply(parsed: ParsedRequest, results: list[ImageAnswer], model: dict, wa
     return response
 
 
-def error_reply(parsed: ParsedRequest, error: RequestError) -> dict:
-    """A refused request's JSON; KServe v1/v2 clients read the reason from "error"."""
+def _v2_head(parsed: ParsedRequest, model: dict) -> dict[str, object]:
+    return {
+        "model_name": model.get("name"),
+        "model_version": model.get("version"),
+        "id": parsed.request_id or str(uuid.uuid4()),
+    }
+
+
+def error_reply(parsed: ParsedRequest, error: RequestError, model: dict) -> dict:
+    """A refused request's JSON; KServe v1/v2 clients read the reason from "error". A v2 refusal is also
+    a whole v2 answer with the reason as its "error" output: TorchServe's OIP gRPC service reads id,
+    model_name, model_version and outputs from every answer (and fails the call without them)."""
     body = error.to_json()
     if parsed.protocol == "plain":
         return body
+    if parsed.protocol == "v2":
+        output = {"name": V2_ERROR_OUTPUT, "datatype": "BYTES", "shape": [1], "data": [error.message]}
+        return {"error": error.message, **body, **_v2_head(parsed, model), "outputs": [output]}
     return {"error": error.message, **body}
 
 

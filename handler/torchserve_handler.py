@@ -160,7 +160,7 @@ class ImageClassifierHandler:
             if error is not None:
                 self.metrics.refused(error.kind)
                 context.set_response_status(error.status, error.message, idx=i)
-                batch.answers[i] = json.dumps(error_reply(parsed, error))
+                batch.answers[i] = json.dumps(error_reply(parsed, error, self.model_info))
         return batch
 
     def decode(self, image: bytes | RequestError) -> torch.Tensor | RequestError:
@@ -194,7 +194,7 @@ class ImageClassifierHandler:
                                            batch.explain[request.index])
             if isinstance(found, RequestError):
                 context.set_response_status(found.status, found.message, idx=request.index)
-                batch.answers[request.index] = json.dumps(error_reply(request.parsed, found))
+                batch.answers[request.index] = json.dumps(error_reply(request.parsed, found, self.model_info))
             else:
                 answer = batch.answers[request.index] or ""
                 batch.answers[request.index] = with_explanations(answer, request.parsed.protocol, [found])

@@ -1,11 +1,16 @@
-"""The front: nginx before TorchServe's inference port, so a burst of large uploads is answered, not fatal.
+"""The front: nginx before TorchServe's HTTP ports, so a burst of large bodies through any door is answered.
 
-TorchServe's frontend reads a whole request body into memory before it looks at anything (even the
-key), and has no bound on how many it reads at once: 24 uploads of 41 MiB in a 2 GiB pod
-exhausted its direct memory (connection resets) and then got it OOM-killed. nginx spools bodies
-over a small buffer to disk, answers a body over the limit with 413 before reading it, and passes
-on at most a few bodies of each size class at a time (service/memory_budget.py); the rest get an
-immediate 503 with Retry-After. Every refusal is JSON in TorchServe's error shape.
+TorchServe's frontend reads a whole request (an HTTP body or a gRPC message) into memory before it
+looks at anything, and has no bound on how many it reads at once: 24 HTTP uploads of 41 MiB in a
+2 GiB pod exhausted its direct memory, and 48 gRPC calls of 41 MiB with a valid key killed the JVM.
+So no client reaches TorchServe directly: it listens on loopback only, and the public ports are doors
+(`Doors`): the HTTP ones here, the gRPC ones in service/gateway (which calls these HTTP doors).
+- inference: bodies spooled over a small buffer to disk, a body over the limit answered 413 before it
+  is read, at most a few bodies of each size class passed on at a time (memory_budget.py);
+- management and metrics: bodies of at most `control_body_bytes`.
+Every refusal is immediate JSON in TorchServe's error shape. A client that sends its request too slowly
+is dropped after `slow_client_s`. The Open Inference Protocol's model metadata and readiness, which
+TorchServe does not serve, go to service/oip.py's server when one is given.
 """
 
 from __future__ import annotations
@@ -15,14 +20,49 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from service.memory_budget import BUDGET, MemoryBudget
+from service.names import PUBLIC_PORTS
 from service.processes import Started, stop_group
 
 NGINX = "nginx"
+
+
+@dataclass(frozen=True)
+class Doors:
+    """Where clients connect (`public`) and where TorchServe listens behind each door, as host:port, by
+    door name (service/names.py's PUBLIC_PORTS); `oip` is the OIP metadata server's host:port, if any."""
+
+    public: dict[str, str]
+    torchserve: dict[str, str]
+    oip: str | None = None
+
+    @classmethod
+    def behind(cls, props: dict[str, str], host: str, ports: dict[str, int] | None = None,
+               oip: str | None = None) -> Doors:
+        """The doors before the TorchServe whose config.properties is `props`, on `host` (0.0.0.0 in the
+        image, 127.0.0.1 locally) at `ports` (the public defaults)."""
+        ports = ports or PUBLIC_PORTS
+        inner = {
+            "inference": _host_port(props["inference_address"]),
+            "management": _host_port(props["management_address"]),
+            "metrics": _host_port(props["metrics_address"]),
+            "grpc_inference": f"{props.get('grpc_inference_address', '127.0.0.1')}:{props['grpc_inference_port']}",
+            "grpc_management": f"{props.get('grpc_management_address', '127.0.0.1')}:{props['grpc_management_port']}",
+        }
+        return cls({door: f"{host}:{ports[door]}" for door in inner}, inner, oip)
+
+    def url(self, door: str) -> str:
+        """A client's URL of an HTTP door (0.0.0.0 reached as 127.0.0.1)."""
+        return "http://" + self.public[door].replace("0.0.0.0:", "127.0.0.1:")
+
+
+def _host_port(address: str) -> str:
+    return address.split("://", 1)[-1].rstrip("/")
 
 
 def _json(status: int, kind: str, message: str) -> str:
@@ -43,27 +83,11 @@ def _size_map(budget: MemoryBudget) -> str:
     return "\n".join(lines)
 
 
-def _server_block(listen: str, budget: MemoryBudget) -> str:
-    """The one server: everything to the body class's upstream; refusals as TorchServe-shaped JSON."""
-    too_large = _json(413, "RequestTooLarge", f"the request body is over {budget.max_request_bytes} bytes "
-                      f"({budget.max_request_bytes / 2**20:g} MiB); send a smaller image")
+def _http_refusals(max_bytes: int) -> str:
+    too_large = _json(413, "RequestTooLarge", f"the request body is over {max_bytes} bytes "
+                      f"({max_bytes / 2**20:g} MiB); send a smaller one")
     busy = _json(503, "ServiceUnavailable", "the server is busy with other uploads of this size; retry shortly")
-    return f"""  server {{
-    listen {listen};
-    limit_conn front {budget.front_connections};
-    limit_conn_status 503;
-    location / {{
-      proxy_pass http://$body_class;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_request_buffering on;
-      proxy_read_timeout 120s;
-      proxy_next_upstream off;
-      error_page 413 = @too_large;
-      error_page 502 503 504 = @busy;
-    }}
-    location @too_large {{
+    return f"""    location @too_large {{
       default_type application/json;
       return 413 {too_large};
     }}
@@ -72,27 +96,78 @@ def _server_block(listen: str, budget: MemoryBudget) -> str:
       add_header Retry-After 1 always;
       return 503 {busy};
     }}
-  }}
 """
 
 
-def nginx_config(listen: str, upstream: str, run_dir: Path, budget: MemoryBudget = BUDGET) -> str:
-    """nginx.conf for a front listening on `listen` (host:port) before TorchServe's inference address
-    `upstream` (host:port), keeping its files in `run_dir`."""
+def _proxy(target: str) -> str:
+    return f"""      proxy_pass http://{target};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_request_buffering on;
+      proxy_read_timeout 120s;
+      proxy_next_upstream off;
+      error_page 413 = @too_large;
+      error_page 502 503 504 = @busy;"""
+
+
+def _inference_server(doors: Doors, budget: MemoryBudget) -> str:
+    """Inference over HTTP: each body class to its upstream; OIP metadata and readiness to service/oip.py."""
+    oip = "" if doors.oip is None else f"""    location ~ "^/v2/models/[^/]+(/versions/[^/]+)?(/ready)?$" {{
+      limit_except GET {{ deny all; }}
+{_proxy("oip")}
+    }}
+"""
+    return f"""  server {{
+    listen {doors.public["inference"]};
+    limit_conn front {budget.front_connections};
+    limit_conn_status 503;
+    client_max_body_size {budget.max_request_bytes};
+{oip}    location / {{
+{_proxy("$body_class")}
+    }}
+{_http_refusals(budget.max_request_bytes)}  }}
+"""
+
+
+def _control_server(door: str, doors: Doors, budget: MemoryBudget) -> str:
+    """Management and metrics over HTTP: small bodies only."""
+    return f"""  server {{
+    listen {doors.public[door]};
+    limit_conn front {budget.front_connections};
+    limit_conn_status 503;
+    client_max_body_size {budget.control_body_bytes};
+    location / {{
+{_proxy(door)}
+    }}
+{_http_refusals(budget.control_body_bytes)}  }}
+"""
+
+
+def _upstreams(doors: Doors, budget: MemoryBudget) -> str:
+    inference = doors.torchserve["inference"]
+    lines = [f"  upstream {c.name} {{ zone {c.name} 64k; server {inference} max_conns={c.connections}; }}"
+             for c in budget.body_classes]
+    lines += [f"  upstream {door} {{ server {doors.torchserve[door]}; }}" for door in ("management", "metrics")]
+    if doors.oip:
+        lines.append(f"  upstream oip {{ server {doors.oip}; }}")
+    return "\n".join(lines)
+
+
+def nginx_config(doors: Doors, run_dir: Path, budget: MemoryBudget = BUDGET) -> str:
+    """nginx.conf for the front at `doors`, keeping its files in `run_dir`."""
     run_dir = Path(run_dir)
-    upstreams = "\n".join(
-        f"  upstream {c.name} {{ zone {c.name} 64k; server {upstream} max_conns={c.connections}; }}"
-        for c in budget.body_classes
-    )
     # Started as root (CI, tests), nginx would run its worker as "nobody", which cannot write the
     # body spool in a private run directory; in the container it runs as the image's user.
     user = "user root;\n" if os.geteuid() == 0 else ""
+    servers = (_inference_server(doors, budget)
+               + _control_server("management", doors, budget) + _control_server("metrics", doors, budget))
     return f"""# Rendered by service/front.py from service/memory_budget.py; do not edit.
 {user}worker_processes 1;
 daemon off;
 pid {run_dir / "nginx.pid"};
 error_log stderr warn;
-events {{ worker_connections {budget.front_connections + 64}; }}
+events {{ worker_connections {2 * budget.front_connections + 64}; }}
 http {{
   access_log off;
   server_tokens off;
@@ -101,28 +176,30 @@ http {{
   fastcgi_temp_path {run_dir / "fastcgi"};
   uwsgi_temp_path {run_dir / "uwsgi"};
   scgi_temp_path {run_dir / "scgi"};
-  client_max_body_size {budget.max_request_bytes};
   client_body_buffer_size {budget.front_buffer_kib}k;
-  client_body_timeout 30s;
+  client_header_timeout {budget.slow_client_s}s;
+  client_body_timeout {budget.slow_client_s}s;
+  send_timeout 60s;
   limit_conn_zone $server_name zone=front:1m;
   map $content_length $body_class {{
 {_size_map(budget)}
   }}
-{upstreams}
-{_server_block(listen, budget)}}}
+{_upstreams(doors, budget)}
+{servers}}}
 """
 
 
 class Front(Started):
     """One nginx front, as a process of its own session (stopped with its group)."""
 
-    def __init__(self, listen: str, upstream: str, run_dir: Path, budget: MemoryBudget = BUDGET) -> None:
-        self.listen, self.upstream, self.run_dir, self.budget = listen, upstream, Path(run_dir), budget
+    def __init__(self, doors: Doors, run_dir: Path, budget: MemoryBudget = BUDGET) -> None:
+        self.doors, self.run_dir, self.budget = doors, Path(run_dir), budget
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.listen}"
+        """The inference door's URL."""
+        return self.doors.url("inference")
 
     @property
     def config_file(self) -> Path:
@@ -131,10 +208,10 @@ class Front(Started):
     def start(self, log_file: Path | None = None) -> subprocess.Popen:
         binary = shutil.which(NGINX) or shutil.which(NGINX, path="/usr/sbin:/sbin")
         if binary is None:
-            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx; make test-deps does it)")
+            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx; make run-deps does it)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "body").mkdir(exist_ok=True)
-        self.config_file.write_text(nginx_config(self.listen, self.upstream, self.run_dir, self.budget))
+        self.config_file.write_text(nginx_config(self.doors, self.run_dir, self.budget))
         output = open(log_file, "ab") if log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [binary, "-c", str(self.config_file), "-e", "stderr"],
@@ -153,10 +230,9 @@ class Front(Started):
                 return
             except requests.ConnectionError:
                 time.sleep(0.1)
-        raise TimeoutError(f"nginx did not answer on {self.listen} within {timeout:.0f} s")
+        raise TimeoutError(f"nginx did not answer on {self.doors.public['inference']} within {timeout:.0f} s")
 
     def stop(self, timeout: float = 10) -> None:
         if self.process is not None:
             stop_group(self.process.pid, timeout)
             self.process.wait()
-

@@ -59,6 +59,17 @@ class MemoryBudget:
     # Measured: the frontend's RSS beyond heap and direct memory (metaspace, code, threads, GC).
     jvm_overhead_mib: int = 160
     front_connections: int = 256  # nginx: requests being received at once; more get 503 at once
+    # The gRPC gateway (service/gateway) spools messages to disk and admits them by the same size classes
+    # as the front (more get RESOURCE_EXHAUSTED at once); an admitted message is in memory twice (read from
+    # the spool, parsed) while it is sent on as an HTTP body, inside the front's classes. Measured: 62 MiB
+    # RSS at rest, 145 MiB at the peak of 48 calls of 41 MiB (tests/test_doors.py's burst).
+    gateway_copies: int = 2
+    gateway_base_mib: int = 64
+    # Bodies of the management and metrics ports (HTTP and gRPC): their APIs take parameters, not images.
+    control_body_bytes: int = 1 * MiB
+    # A client that has not sent its whole request header in this time is dropped (nginx
+    # client_header_timeout); one that stops sending its body for this long too (client_body_timeout).
+    slow_client_s: int = 10
     front_buffer_kib: int = 128  # a body larger than this is spooled to disk, not memory
     front_base_mib: int = 16
     margin: float = 0.15
@@ -72,18 +83,30 @@ class MemoryBudget:
             BodyClass("large", self.max_request_bytes, 1),
         )
 
+    @property
+    def http_bodies_mib(self) -> float:
+        """HTTP bodies the front lets into TorchServe at once, at their classes' largest."""
+        return sum(c.max_bytes * c.connections for c in self.body_classes) / MiB
+
+    @property
+    def gateway_mib(self) -> float:
+        return self.gateway_base_mib + self.gateway_copies * self.http_bodies_mib
+
     def rows(self) -> list[tuple[str, float, str]]:
         """(part, MiB, how it is bounded) for the worst legal traffic."""
-        in_flight = sum(c.max_bytes * c.connections for c in self.body_classes) / MiB
+        in_flight = self.http_bodies_mib
         decode = self.decode_bytes_per_pixel * self.max_pixels / MiB
         return [
             ("workers at rest", self.workers * self.worker_mib,
              f"{self.workers} x {self.worker_mib} MiB ({self.runtime} worker)"),
             ("decoding", self.workers * decode, f"one picture at {self.max_pixels / 1e6:g} MP per worker"),
             ("bodies in the workers", in_flight * self.body_copies_in_worker,
-             f"{in_flight:.0f} MiB admitted by the front x {self.body_copies_in_worker} copies"),
+             f"{in_flight:.0f} MiB admitted by the front (HTTP and gRPC alike) x {self.body_copies_in_worker} copies"),
             ("frontend (JVM)", self.jvm_heap_mib + self.jvm_direct_mib + self.jvm_overhead_mib,
              f"-Xmx{self.jvm_heap_mib}m, direct {self.jvm_direct_mib}m, {self.jvm_overhead_mib} MiB besides"),
+            ("gRPC gateway", self.gateway_mib,
+             f"{self.http_bodies_mib:.0f} MiB admitted by size class x {self.gateway_copies} copies, "
+             f"{self.gateway_base_mib} MiB besides"),
             ("front (nginx)", self.front_base_mib + self.front_connections * self.front_buffer_kib / 1024,
              f"{self.front_connections} connections x {self.front_buffer_kib} KiB buffer"),
         ]

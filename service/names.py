@@ -30,10 +30,22 @@ FEEDBACK_DIR = RUN_DIR / "feedback"
 # The model `make run` builds and the clients call when told nothing else.
 DEFAULT_MODEL = "resnet18"
 
-# TorchServe's default addresses (loopback only), as config/config.properties sets them.
+# The ports clients use (`make run` on loopback, the image on every interface): the front's doors
+# (service/front.py), each before TorchServe's own listener on a loopback port of config.properties.
 INFERENCE_PORT = 8080
 MANAGEMENT_PORT = 8081
 METRICS_PORT = 8082
+GRPC_INFERENCE_PORT = 7070
+GRPC_MANAGEMENT_PORT = 7071
+PUBLIC_PORTS = {
+    "inference": INFERENCE_PORT,
+    "management": MANAGEMENT_PORT,
+    "metrics": METRICS_PORT,
+    "grpc_inference": GRPC_INFERENCE_PORT,
+    "grpc_management": GRPC_MANAGEMENT_PORT,
+}
+# A running front's public addresses, written beside config.properties in its run directory.
+DOORS_FILE_NAME = "doors.json"
 INFERENCE_URL = f"http://127.0.0.1:{INFERENCE_PORT}"
 MANAGEMENT_URL = f"http://127.0.0.1:{MANAGEMENT_PORT}"
 METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}"

@@ -170,6 +170,11 @@ def test_v2_answer_of_several_images_is_n_by_k_with_an_error_output():
 
 def test_error_reply():
     error = RequestError("bad", 400, "InvalidRequest")
-    assert error_reply(parse({"body": IMAGE}), error) == error.to_json()
-    assert error_reply(parse({"body": V2}), error)["error"] == "bad"
-    assert error_reply(parse({"body": V1}), error)["code"] == 400
+    model = {"name": "resnet18", "version": "1.0"}
+    assert error_reply(parse({"body": IMAGE}), error, model) == error.to_json()
+    v2 = error_reply(parse({"body": V2}), error, model)
+    assert v2["error"] == "bad" and v2["code"] == 400
+    # A whole v2 answer too: TorchServe's OIP gRPC service needs these keys in every answer.
+    assert (v2["model_name"], v2["model_version"]) == ("resnet18", "1.0") and v2["id"]
+    assert v2["outputs"] == [{"name": "error", "datatype": "BYTES", "shape": [1], "data": ["bad"]}]
+    assert error_reply(parse({"body": V1}), error, model)["code"] == 400

@@ -1,0 +1,107 @@
+"""TorchServe behind its doors: the service as `make run` and the image run it.
+
+TorchServe listens on loopback ports only (its config.properties). Clients reach it through the doors
+on the public ports: the front (nginx, service/front.py) for HTTP, the gateway (service/gateway) for
+gRPC and OIP metadata, so every door is bounded the same way locally as in the container. The public
+addresses are written to the run directory (doors.json), where clients that find a server by its run
+directory (scripts/manage.py, the UI launch) read them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from service.client import Endpoints, TorchServeClient
+from service.front import Doors, Front
+from service.names import DOORS_FILE_NAME, PUBLIC_PORTS, ROOT
+from service.processes import Started, stop_group
+from service.properties import read_properties
+from service.server import TorchServe, free_port
+
+
+def endpoints_of(doors: Doors) -> Endpoints:
+    """The HTTP doors as a client's Endpoints."""
+    return Endpoints(doors.url("inference"), doors.url("management"), doors.url("metrics"))
+
+
+def gateway_command(config: Path, host: str, ports: dict[str, int], oip_port: int, key_file: Path,
+                    spool_dir: Path) -> list[str]:
+    """The gateway process (service/gateway) for the TorchServe configured by `config`."""
+    return [sys.executable, "-m", "service.gateway", "--config", str(config), "--host", host,
+            "--ports", json.dumps(ports), "--oip-port", str(oip_port), "--key-file", str(key_file),
+            "--spool-dir", str(spool_dir)]
+
+
+class FrontedTorchServe(Started):
+    """`server` behind the front and the gateway on `host` at `ports` (door name -> port)."""
+
+    def __init__(self, server: TorchServe, host: str = "127.0.0.1", ports: dict[str, int] | None = None) -> None:
+        self.server, self.host, self.ports = server, host, ports or PUBLIC_PORTS
+        self.front: Front | None = None
+        self.gateway: subprocess.Popen | None = None
+
+    @classmethod
+    def on_free_ports(cls, run_dir: Path, model_store: Path, **overrides: str) -> FrontedTorchServe:
+        server = TorchServe.on_free_ports(Path(run_dir) / "torchserve", model_store, **overrides)
+        return cls(server, ports={door: free_port() for door in PUBLIC_PORTS})
+
+    @property
+    def doors(self) -> Doors:
+        assert self.front is not None, "not started"
+        return self.front.doors
+
+    @property
+    def doors_file(self) -> Path:
+        return self.server.run_dir / DOORS_FILE_NAME
+
+    def client(self, timeout: float = 60) -> TorchServeClient:
+        """A client that goes through the front, as every outside client does."""
+        return TorchServeClient(endpoints_of(self.doors), key_file=self.server.key_file, timeout=timeout)
+
+    def start(self) -> None:
+        self.server.start()
+        props = read_properties(self.server.config_file)
+        oip_port = free_port()
+        doors = Doors.behind(props, self.host, self.ports, oip=f"127.0.0.1:{oip_port}")
+        self.front = Front(doors, self.server.run_dir / "front")
+        self.front.start(self.server.log_dir / "front.log")
+        command = gateway_command(self.server.config_file, self.host, self.ports, oip_port, self.server.key_file,
+                                  self.server.run_dir / "gateway-spool")
+        with open(self.server.log_dir / "gateway.log", "ab") as log:
+            self.gateway = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.doors_file.write_text(json.dumps(doors.public, indent=1) + "\n")
+
+    def wait_ready(self, timeout: float = 180) -> list[str]:
+        assert self.front is not None and self.gateway is not None
+        self.front.wait_ready()
+        models = self.server.wait_ready(timeout)
+        address = self.doors.public["grpc_inference"].replace("0.0.0.0:", "127.0.0.1:")
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        if self.gateway.poll() is not None:
+            raise RuntimeError(f"the gRPC gateway exited with {self.gateway.returncode}; see {self.server.log_dir}")
+        return models
+
+    def stop(self) -> None:
+        self.doors_file.unlink(missing_ok=True)
+        if self.gateway is not None:
+            stop_group(self.gateway.pid, 10)
+            self.gateway.wait()
+        if self.front is not None:
+            self.front.stop()
+        self.server.stop()
+
+    def warm_up(self, models: list[str]) -> dict[str, dict]:
+        return self.server.warm_up(models)
+
+    def alive(self) -> bool:
+        """TorchServe, the front and the gateway all still run."""
+        processes = [self.server.process, self.gateway, self.front.process if self.front else None]
+        return all(p is not None and p.poll() is None for p in processes)
+
