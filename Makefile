@@ -23,13 +23,15 @@ RUNTIME ?=
 PRECISION ?=
 ARCHIVE_ARGS += $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(PRECISION),--precision $(PRECISION))
 
-.PHONY: setup archive run serve stop ui test test-deps lint clean soak bench
+.PHONY: setup archive run run-deps serve stop ui test test-deps lint clean soak bench
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m service.grpc_client
 	touch $@
 
 # An existing archive is reused unless WEIGHTS=..., RUNTIME=..., PRECISION=... or FORCE=1 asks for a new one.
@@ -38,11 +40,18 @@ archive: $(STAMP)
 		echo "using $(ARCHIVE) (make archive WEIGHTS=..., RUNTIME=... or FORCE=1 rebuilds it)"; \
 	else $(PY) scripts/build_archive.py --force $(ARCHIVE_ARGS); fi
 
-run: archive
+run: archive run-deps
 	$(PY) scripts/serve.py run
 
-serve: archive
+serve: archive run-deps
 	$(PY) scripts/serve.py start
+
+# Debian's nginx: the front `make run` puts before TorchServe, as the image does (service/front.py).
+run-deps:
+	@test -x /usr/sbin/nginx || { echo "installing Debian's nginx (the front before TorchServe)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends nginx; }
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) scripts/serve.py stop; fi
@@ -56,14 +65,12 @@ ui: $(STAMP)
 
 # Debian's Chromium for the browser tests (tests/test_ui_browser.py drives /usr/bin/chromium through
 # Playwright for Python, which requirements-dev.txt installs; Playwright cannot download its own here).
-test-deps: $(STAMP)
+test-deps: $(STAMP) run-deps
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
-	@# Debian's Prometheus (and promtool) for tests/test_prometheus.py and the dashboard check, and nginx, the
-	@# image's front, for tests/test_memory_burst.py and tests/test_supervisor.py; both run as plain processes.
+	@# Debian's Prometheus (and promtool) for tests/test_prometheus.py and the dashboard check (a plain process).
 	@missing=; test -x /usr/bin/prometheus -a -x /usr/bin/promtool || missing=prometheus; \
-	test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then echo "installing Debian's $$missing for the tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \

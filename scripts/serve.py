@@ -1,13 +1,14 @@
 """Start, watch and stop TorchServe (and the UI) for this project.
 
-  python scripts/serve.py run      # foreground: TorchServe + UI, Ctrl-C stops both (make run)
-  python scripts/serve.py start    # background TorchServe, returns when READY (make serve)
+  python scripts/serve.py run      # foreground: TorchServe behind its doors + UI, Ctrl-C stops all (make run)
+  python scripts/serve.py start    # the same in the background, returns when READY (make serve)
   python scripts/serve.py stop     # stops what start/run started (make stop)
   python scripts/serve.py status
   python scripts/serve.py ui       # the web UI alone, for a TorchServe already running (make ui)
 
-The work is done by the service package (service/server.py, service/ui_launch.py); this file
-is the command line and the banner.
+TorchServe listens on loopback ports only; clients use the doors on the public ports (the nginx front
+for HTTP, the gRPC gateway), as in the container image. The work is done by the service package
+(service/fronted.py, service/ui_launch.py); this file is the command line and the banner.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.client import Settings  # noqa: E402
+from service.fronted import FrontedTorchServe  # noqa: E402
 from service.names import MODEL_STORE, RUN_DIR, UI_APP, UI_PORT  # noqa: E402
 from service.processes import running_pid, stop_group  # noqa: E402
 from service.server import TorchServe  # noqa: E402
 from service.ui_launch import exec_ui, start_ui  # noqa: E402
 
 
-def print_banner(server: TorchServe, models: dict[str, dict], ui_port: int | None) -> None:
+def print_banner(server: FrontedTorchServe, models: dict[str, dict], ui_port: int | None) -> None:
     e = server.endpoints
     model = next(iter(models))
     print("\nTorchServe is ready:")
@@ -39,7 +41,9 @@ def print_banner(server: TorchServe, models: dict[str, dict], ui_port: int | Non
     print(f"""
   inference   {e.inference}/predictions/{model}
   management  {e.management}/models
-  metrics     {e.metrics}/metrics   (Prometheus)""")
+  metrics     {e.metrics}/metrics   (Prometheus)
+  gRPC        {server.doors.public["grpc_inference"]} (inference, OIP), {server.doors.public["grpc_management"]} \
+(management)""")
     if ui_port:
         print(f"  web UI      http://127.0.0.1:{ui_port}")
     print(f"""
@@ -51,11 +55,15 @@ Workers:  python scripts/manage.py describe {model}   |   python scripts/manage.
 """)
 
 
-def serve(server: TorchServe, foreground: bool, with_ui: bool) -> int:
+def serve(server: FrontedTorchServe, foreground: bool, with_ui: bool) -> int:
     """Start, wait for READY and one warm-up answer per model; `run` then stays until Ctrl-C or the
     server's end and stops everything, `start` leaves the server running."""
     signal.signal(signal.SIGTERM, _interrupt)  # a kill or a process manager takes Ctrl-C's way out
-    server.start()
+    try:
+        server.start()
+    except (RuntimeError, OSError) as e:
+        print(f"serve: {e}", file=sys.stderr)
+        return 1
     ui = None
     started = False
     try:
@@ -68,9 +76,9 @@ def serve(server: TorchServe, foreground: bool, with_ui: bool) -> int:
             ui = start_ui(server)
         print_banner(server, models, UI_PORT if ui else None)
         print("Ctrl-C stops everything.")
-        while server.process.poll() is None:
+        while server.alive():
             time.sleep(1)
-        print(f"TorchServe exited with {server.process.returncode}; see {server.log_dir}", file=sys.stderr)
+        print(f"TorchServe, the front or the gRPC gateway exited; see {server.log_dir}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping...")
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "--operator", action="store_true", help="ui: add the operator page (workers, scaling; management key)"
     )
     args = p.parse_args(argv)
-    server = TorchServe(args.run_dir, args.model_store)
+    server = FrontedTorchServe(TorchServe(args.run_dir, args.model_store))
 
     if args.command == "stop":
         pid = running_pid(args.run_dir)

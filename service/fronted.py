@@ -19,7 +19,7 @@ import grpc
 from service.client import Endpoints, TorchServeClient
 from service.front import Doors, Front
 from service.names import DOORS_FILE_NAME, PUBLIC_PORTS, ROOT
-from service.processes import Started, stop_group
+from service.processes import Started, stop_recorded, write_pid
 from service.properties import read_properties
 from service.server import TorchServe, free_port
 
@@ -35,6 +35,9 @@ def gateway_command(config: Path, host: str, ports: dict[str, int], oip_port: in
     return [sys.executable, "-m", "service.gateway", "--config", str(config), "--host", host,
             "--ports", json.dumps(ports), "--oip-port", str(oip_port), "--key-file", str(key_file),
             "--spool-dir", str(spool_dir)]
+
+
+FRONT_PID_FILE, GATEWAY_PID_FILE = "front.pid", "gateway.pid"
 
 
 class FrontedTorchServe(Started):
@@ -59,22 +62,48 @@ class FrontedTorchServe(Started):
     def doors_file(self) -> Path:
         return self.server.run_dir / DOORS_FILE_NAME
 
+    @property
+    def endpoints(self) -> Endpoints:
+        return endpoints_of(self.doors)
+
+    @property
+    def key_file(self) -> Path:
+        return self.server.key_file
+
+    @property
+    def log_dir(self) -> Path:
+        return self.server.log_dir
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """TorchServe's launcher: the service lives as long as it does."""
+        return self.server.process
+
     def client(self, timeout: float = 60) -> TorchServeClient:
         """A client that goes through the front, as every outside client does."""
         return TorchServeClient(endpoints_of(self.doors), key_file=self.server.key_file, timeout=timeout)
 
     def start(self) -> None:
+        """TorchServe, then its doors; if a door cannot start, what did start is stopped again."""
         self.server.start()
+        try:
+            self.start_doors()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_doors(self) -> None:
         props = read_properties(self.server.config_file)
         oip_port = free_port()
         doors = Doors.behind(props, self.host, self.ports, oip=f"127.0.0.1:{oip_port}")
         self.front = Front(doors, self.server.run_dir / "front")
-        self.front.start(self.server.log_dir / "front.log")
+        write_pid(self.server.run_dir, self.front.start(self.server.log_dir / "front.log").pid, FRONT_PID_FILE)
         command = gateway_command(self.server.config_file, self.host, self.ports, oip_port, self.server.key_file,
                                   self.server.run_dir / "gateway-spool")
         with open(self.server.log_dir / "gateway.log", "ab") as log:
             self.gateway = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
+        write_pid(self.server.run_dir, self.gateway.pid, GATEWAY_PID_FILE)
         self.doors_file.write_text(json.dumps(doors.public, indent=1) + "\n")
 
     def wait_ready(self, timeout: float = 180) -> list[str]:
@@ -89,12 +118,11 @@ class FrontedTorchServe(Started):
         return models
 
     def stop(self) -> None:
+        """Everything this or an earlier command started from the run directory (`make stop`)."""
         self.doors_file.unlink(missing_ok=True)
-        if self.gateway is not None:
-            stop_group(self.gateway.pid, 10)
-            self.gateway.wait()
-        if self.front is not None:
-            self.front.stop()
+        run_dir = self.server.run_dir
+        stop_recorded(run_dir, GATEWAY_PID_FILE, self.gateway, 10)
+        stop_recorded(run_dir, FRONT_PID_FILE, self.front.process if self.front else None, 10)
         self.server.stop()
 
     def warm_up(self, models: list[str]) -> dict[str, dict]:

@@ -17,28 +17,40 @@ import psutil
 PID_FILE = "server.pid"
 
 
-def write_pid(run_dir: Path, pid: int) -> None:
+def write_pid(run_dir: Path, pid: int, name: str = PID_FILE) -> None:
     created = psutil.Process(pid).create_time()
-    (Path(run_dir) / PID_FILE).write_text(json.dumps({"pid": pid, "created": created}))
+    (Path(run_dir) / name).write_text(json.dumps({"pid": pid, "created": created}))
 
 
-def read_pid(run_dir: Path) -> dict | None:
+def read_pid(run_dir: Path, name: str = PID_FILE) -> dict | None:
     """The PID file's record {"pid", "created"}, whether or not that process still runs."""
     try:
-        record = json.loads((Path(run_dir) / PID_FILE).read_text())
+        record = json.loads((Path(run_dir) / name).read_text())
         return {"pid": int(record["pid"]), "created": float(record["created"])}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def running_pid(run_dir: Path) -> int | None:
+def running_pid(run_dir: Path, name: str = PID_FILE) -> int | None:
     """The PID in the run directory's PID file if any process of its group still runs (the
     launcher, or Java after the launcher died); a stale file is removed."""
-    record = read_pid(run_dir)
+    record = read_pid(run_dir, name)
     if record and group_members(record["pid"], since=record["created"]):
         return record["pid"]
-    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+    (Path(run_dir) / name).unlink(missing_ok=True)
     return None
+
+
+def stop_recorded(run_dir: Path, name: str, process: object | None, timeout: float) -> None:
+    """Stop a process group started by us (`process`, a Popen) or, from another command (`make stop`
+    after `make serve`), the one its PID file names; remove the PID file."""
+    record = read_pid(run_dir, name)
+    if process is not None:
+        stop_group(process.pid, timeout)  # type: ignore[attr-defined]
+        process.wait()  # type: ignore[attr-defined]
+    elif record:
+        stop_group(record["pid"], timeout, since=record["created"])
+    (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def group_members(pgid: int, since: float = 0.0) -> list[psutil.Process]:

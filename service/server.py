@@ -7,6 +7,7 @@ PID files), so several servers can run at once on free ports.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from service.client import Endpoints, TorchServeClient, ready_workers
-from service.names import CONFIG, KEY_FILE_NAME, LOG_CONFIG, METRICS_CONFIG, MODEL_STORE, RUN_DIR
+from service.names import CONFIG, DOORS_FILE_NAME, KEY_FILE_NAME, LOG_CONFIG, METRICS_CONFIG, MODEL_STORE, RUN_DIR
 from service.photos import warm_up_jpeg
 from service.processes import PID_FILE, Started, read_pid, running_pid, stop_group, write_pid
 from service.properties import read_properties, render_config
@@ -32,13 +33,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_endpoints(run_dir: Path) -> Endpoints | None:
-    """The addresses of the server whose run directory this is, None if it has no config yet."""
+def torchserve_endpoints(run_dir: Path) -> Endpoints | None:
+    """TorchServe's own addresses (behind the doors, if it has any), None if it has no config yet."""
     config = Path(run_dir) / "config.properties"
     if not config.is_file():
         return None
     props = read_properties(config)
     return Endpoints(props["inference_address"], props["management_address"], props["metrics_address"])
+
+
+def server_endpoints(run_dir: Path) -> Endpoints | None:
+    """Where a client reaches the server whose run directory this is: the doors' public addresses
+    (doors.json, written by service/fronted.py) or, for a TorchServe without doors, its own."""
+    doors = Path(run_dir) / DOORS_FILE_NAME
+    if doors.is_file():
+        public = {door: "http://" + address.replace("0.0.0.0:", "127.0.0.1:")
+                  for door, address in json.loads(doors.read_text()).items()}
+        return Endpoints(public["inference"], public["management"], public["metrics"])
+    return torchserve_endpoints(run_dir)
 
 
 def client_for(run_dir: Path, timeout: float = 60) -> TorchServeClient:
@@ -107,7 +119,7 @@ class TorchServe(Started):
 
     @property
     def endpoints(self) -> Endpoints:
-        endpoints = server_endpoints(self.run_dir)
+        endpoints = torchserve_endpoints(self.run_dir)
         if endpoints is None:
             raise FileNotFoundError(f"{self.config_file} does not exist: the server was never started")
         return endpoints

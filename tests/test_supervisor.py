@@ -3,6 +3,7 @@ a killed Java frontend makes it exit non-zero within seconds, SIGTERM stops ever
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import psutil
 import pytest
 import requests
 
-from service.names import CONFIG, METRICS_CONFIG, ROOT
+from service.names import CONFIG, METRICS_CONFIG, PUBLIC_PORTS, ROOT
 from service.properties import render_config
 from service.server import free_port
 from tests.conftest import MODEL
@@ -23,7 +24,8 @@ ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.py"
 
 
 def start_entrypoint(model_store, tmp_path) -> tuple[subprocess.Popen, str, str]:
-    ports = [free_port() for _ in range(6)]
+    ports = [free_port() for _ in range(5)]
+    doors = {door: free_port() for door in PUBLIC_PORTS}
     config = tmp_path / "config.properties"
     render_config(CONFIG, {
         "inference_address": f"http://127.0.0.1:{ports[0]}",
@@ -37,14 +39,15 @@ def start_entrypoint(model_store, tmp_path) -> tuple[subprocess.Popen, str, str]
         "metrics_config": str(METRICS_CONFIG),
     }, config)
     env = {
-        **os.environ, "TS_CONFIG_FILE": str(config), "FRONT_LISTEN": f"127.0.0.1:{ports[5]}",
+        **os.environ, "TS_CONFIG_FILE": str(config), "FRONT_HOST": "127.0.0.1", "FRONT_PORTS": json.dumps(doors),
+        "TS_KEY_FILE": str(tmp_path / "key_file.json"),
         "FRONT_RUN_DIR": str(tmp_path / "front"), "TS_LOG_CONFIG": str(ROOT / "config" / "log4j2.xml"),
         "LOG_LOCATION": str(tmp_path / "logs"), "METRICS_LOCATION": str(tmp_path / "logs"), "TMPDIR": str(tmp_path),
     }
     log = open(tmp_path / "entrypoint.log", "wb")
     process = subprocess.Popen([sys.executable, str(ENTRYPOINT)], cwd=tmp_path, env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
-    return process, f"http://127.0.0.1:{ports[5]}", f"http://127.0.0.1:{ports[1]}"
+    return process, f"http://127.0.0.1:{doors['inference']}", f"http://127.0.0.1:{doors['management']}"
 
 
 def wait_serving(process: subprocess.Popen, front: str, management: str, timeout: float = 180) -> None:
@@ -106,6 +109,7 @@ def test_sigterm_stops_everything_cleanly(model_store, tmp_path):
         wait_serving(process, front, management)
         children = psutil.Process(process.pid).children(recursive=True)
         assert {"nginx", "java"} <= {c.name() for c in children}
+        assert any("service.gateway" in " ".join(c.cmdline()) for c in children)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=40) == 0
         gone, alive = psutil.wait_procs(children, timeout=10)

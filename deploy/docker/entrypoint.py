@@ -1,42 +1,57 @@
 #!/usr/bin/env python3
-"""The image's main process (Dockerfile CMD): the nginx front on the public inference port before
-TorchServe, supervised so that the container exits non-zero when either dies (service/supervisor.py).
+"""The image's main process (Dockerfile CMD): TorchServe on loopback behind its doors, supervised so that
+the container exits non-zero when any of them dies (service/supervisor.py).
 
-  FRONT_LISTEN     where the front listens (default 0.0.0.0:8080, the inference port clients use)
-  TS_CONFIG_FILE   TorchServe's config; its inference_address is the front's upstream
-  FRONT_RUN_DIR    the front's spool and PID file (default /srv/run/front)
+The doors listen on every interface at the public ports (service/names.py): the nginx front for HTTP
+(service/front.py) and the gRPC gateway with the OIP metadata server (service/gateway). Both are
+bounded by service/memory_budget.py, so no client reaches TorchServe's own ports.
+
+  TS_CONFIG_FILE   TorchServe's config; its addresses are what the doors stand before
+  FRONT_HOST       where the doors listen (default 0.0.0.0)
+  FRONT_PORTS      JSON of door -> port over the public ports, e.g. {"inference": 9080} (default none)
+  FRONT_RUN_DIR    the doors' spools and PID file (default /srv/run/front)
   TS_LOG_CONFIG    TorchServe's log4j2 config (default /srv/app/config/log4j2.xml)
+  TS_KEY_FILE      the key file TorchServe writes (the OIP metadata server reads the management key)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+from service.fronted import gateway_command
+from service.front import Doors, nginx_config
+from service.names import PUBLIC_PORTS
+from service.properties import read_properties
+from service.server import free_port
+from service.supervisor import Service, Supervisor
 
-from service.front import nginx_config  # noqa: E402
-from service.properties import read_properties  # noqa: E402
-from service.supervisor import Service, Supervisor  # noqa: E402
+CONFIG = "/srv/app/deploy/docker/config.properties"
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = Path(os.environ.get("TS_CONFIG_FILE", "/srv/app/deploy/docker/config.properties"))
-    upstream = read_properties(config)["inference_address"].split("://", 1)[-1]
+    config = Path(os.environ.get("TS_CONFIG_FILE", CONFIG))
+    host = os.environ.get("FRONT_HOST", "0.0.0.0")
+    ports = {**PUBLIC_PORTS, **json.loads(os.environ.get("FRONT_PORTS") or "{}")}
     run_dir = Path(os.environ.get("FRONT_RUN_DIR", "/srv/run/front"))
+    key_file = Path(os.environ.get("TS_KEY_FILE", "/srv/run/key_file.json"))
     (run_dir / "body").mkdir(parents=True, exist_ok=True)
+    oip_port = free_port()
+    doors = Doors.behind(read_properties(config), host, ports, oip=f"127.0.0.1:{oip_port}")
     front_config = run_dir / "nginx.conf"
-    front_config.write_text(nginx_config(os.environ.get("FRONT_LISTEN", "0.0.0.0:8080"), upstream, run_dir))
+    front_config.write_text(nginx_config(doors, run_dir))
     log_config = os.environ.get("TS_LOG_CONFIG", "/srv/app/config/log4j2.xml")
     nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin") or "nginx"
     beside = Path(sys.executable).with_name("torchserve")  # the venv's, also when it is not on PATH
     torchserve = str(beside) if beside.is_file() else "torchserve"
     services = [
         Service("front (nginx)", [nginx, "-c", str(front_config), "-e", "stderr"]),
+        Service("gRPC gateway", gateway_command(config, host, ports, oip_port, key_file, run_dir / "grpc")),
         Service(
             "TorchServe",
             [torchserve, "--foreground", "--ncs", "--ts-config", str(config), "--log-config", log_config],
