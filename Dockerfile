@@ -7,7 +7,9 @@
 #   docker build --build-arg WEIGHTS=weights/resnet18-f37072fd.pth .    # a state dict in the build context
 #   docker run --rm -p 8080:8080 -p 127.0.0.1:8081:8081 -p 8082:8082 image-classifier
 #
-# Ports: 8080 inference, 8081 management, 8082 metrics (Prometheus, no token), 7070/7071 gRPC.
+# Ports (the doors before TorchServe, which listens on loopback only): 8080 inference, 8081 management,
+# 8082 metrics (Prometheus, no token) through the nginx front; 7070 gRPC inference and OIP, 7071 gRPC
+# management through the gRPC gateway. Each is bounded by service/memory_budget.py.
 # Every step is the command `make setup` / `make archive` runs: pip install -r requirements.txt
 # (the runtime half of requirements-dev.txt) and scripts/build_archive.py.
 
@@ -58,6 +60,7 @@ RUN case "$WEIGHTS" in \
     esac \
     && TORCH_HOME=/tmp/torch-home python scripts/build_archive.py --force "$@" \
     && rm -rf /tmp/torch-home weights \
+    && python -m service.grpc_client \
     && python -c "import compileall, sys; sys.exit(not compileall.compile_dir('/srv/app', quiet=1))"
 
 # Non-root; the code and the archive stay root-owned and read-only for it.
@@ -80,9 +83,10 @@ VOLUME ["/srv/run"]
 HEALTHCHECK --interval=15s --timeout=6s --start-period=120s --retries=3 \
     CMD ["python", "/srv/app/deploy/docker/probe.py", "ready"]
 
-# deploy/docker/entrypoint.py runs the nginx front on 8080 (bounded request bodies, early 413/503:
-# service/front.py, service/memory_budget.py) before TorchServe (inference on 127.0.0.1:8079, see
-# deploy/docker/config.properties), and exits 1 when either dies, 0 after a requested stop.
+# deploy/docker/entrypoint.py runs the doors (the nginx front on 8080-8082, the gRPC gateway on 7070/7071:
+# bounded bodies, early 413/503/RESOURCE_EXHAUSTED; service/front.py, service/gateway, memory_budget.py)
+# before TorchServe on loopback (deploy/docker/config.properties), and exits 1 when any of them dies, 0
+# after a requested stop.
 # tini: PID 1, reaps zombies; -g and -e 143 keep a SIGTERM'd stop a clean exit.
 # MALLOC_ARENA_MAX=2: glibc keeps fewer per-thread heaps (the frontend's direct buffers are malloc'ed).
 ENTRYPOINT ["tini", "-g", "-e", "143", "--"]

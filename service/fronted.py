@@ -18,10 +18,10 @@ import grpc
 
 from service.client import Endpoints, TorchServeClient
 from service.front import Doors, Front
-from service.names import DOORS_FILE_NAME, PUBLIC_PORTS, ROOT
+from service.names import DOORS_FILE_NAME, OIP_METADATA_PORT, PUBLIC_PORTS, ROOT
 from service.processes import Started, stop_recorded, write_pid
 from service.properties import read_properties
-from service.server import TorchServe, free_port
+from service.server import TorchServe, free_ports
 
 
 def endpoints_of(doors: Doors) -> Endpoints:
@@ -43,15 +43,17 @@ FRONT_PID_FILE, GATEWAY_PID_FILE = "front.pid", "gateway.pid"
 class FrontedTorchServe(Started):
     """`server` behind the front and the gateway on `host` at `ports` (door name -> port)."""
 
-    def __init__(self, server: TorchServe, host: str = "127.0.0.1", ports: dict[str, int] | None = None) -> None:
-        self.server, self.host, self.ports = server, host, ports or PUBLIC_PORTS
+    def __init__(self, server: TorchServe, host: str = "127.0.0.1", ports: dict[str, int] | None = None,
+                 oip_port: int = OIP_METADATA_PORT) -> None:
+        self.server, self.host, self.ports, self.oip_port = server, host, ports or PUBLIC_PORTS, oip_port
         self.front: Front | None = None
         self.gateway: subprocess.Popen | None = None
 
     @classmethod
     def on_free_ports(cls, run_dir: Path, model_store: Path, **overrides: str) -> FrontedTorchServe:
-        server = TorchServe.on_free_ports(Path(run_dir) / "torchserve", model_store, **overrides)
-        return cls(server, ports={door: free_port() for door in PUBLIC_PORTS})
+        ports = free_ports(5 + len(PUBLIC_PORTS) + 1)
+        server = TorchServe.on_free_ports(Path(run_dir) / "torchserve", model_store, ports[:5], **overrides)
+        return cls(server, ports=dict(zip(PUBLIC_PORTS, ports[5:-1], strict=True)), oip_port=ports[-1])
 
     @property
     def doors(self) -> Doors:
@@ -94,11 +96,10 @@ class FrontedTorchServe(Started):
 
     def start_doors(self) -> None:
         props = read_properties(self.server.config_file)
-        oip_port = free_port()
-        doors = Doors.behind(props, self.host, self.ports, oip=f"127.0.0.1:{oip_port}")
+        doors = Doors.behind(props, self.host, self.ports, oip=f"127.0.0.1:{self.oip_port}")
         self.front = Front(doors, self.server.run_dir / "front")
         write_pid(self.server.run_dir, self.front.start(self.server.log_dir / "front.log").pid, FRONT_PID_FILE)
-        command = gateway_command(self.server.config_file, self.host, self.ports, oip_port, self.server.key_file,
+        command = gateway_command(self.server.config_file, self.host, self.ports, self.oip_port, self.server.key_file,
                                   self.server.run_dir / "gateway-spool")
         with open(self.server.log_dir / "gateway.log", "ab") as log:
             self.gateway = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

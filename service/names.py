@@ -44,6 +44,8 @@ PUBLIC_PORTS = {
     "grpc_inference": GRPC_INFERENCE_PORT,
     "grpc_management": GRPC_MANAGEMENT_PORT,
 }
+# The OIP metadata server (service/oip.py) behind the front, on loopback beside TorchServe's own ports.
+OIP_METADATA_PORT = 8076
 # A running front's public addresses, written beside config.properties in its run directory.
 DOORS_FILE_NAME = "doors.json"
 INFERENCE_URL = f"http://127.0.0.1:{INFERENCE_PORT}"

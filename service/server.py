@@ -28,9 +28,19 @@ TORCHSERVE_PID_FILE = ".model_server.pid"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now (held open together while chosen, so none repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def torchserve_endpoints(run_dir: Path) -> Endpoints | None:
@@ -89,18 +99,20 @@ class TorchServe(Started):
         self.process: subprocess.Popen | None = None
 
     @classmethod
-    def on_free_ports(cls, run_dir: Path, model_store: Path, **overrides: str) -> TorchServe:
-        ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc_i", "grpc_m")}
+    def on_free_ports(cls, run_dir: Path, model_store: Path, ports: list[int] | None = None,
+                      **overrides: str) -> TorchServe:
+        """A server on five free loopback ports (or these `ports`), config keys as `overrides`."""
+        inference, management, metrics, grpc_inference, grpc_management = ports or free_ports(5)
         return cls(
             run_dir,
             model_store,
             overrides={
-                "inference_address": f"http://127.0.0.1:{ports['inference']}",
-                "management_address": f"http://127.0.0.1:{ports['management']}",
-                "metrics_address": f"http://127.0.0.1:{ports['metrics']}",
-                "grpc_inference_port": str(ports["grpc_i"]),
-                "grpc_management_port": str(ports["grpc_m"]),
-                "initial_worker_port": str(20000 + ports["inference"] % 20000),
+                "inference_address": f"http://127.0.0.1:{inference}",
+                "management_address": f"http://127.0.0.1:{management}",
+                "metrics_address": f"http://127.0.0.1:{metrics}",
+                "grpc_inference_port": str(grpc_inference),
+                "grpc_management_port": str(grpc_management),
+                "initial_worker_port": str(20000 + inference % 20000),
                 **overrides,
             },
         )

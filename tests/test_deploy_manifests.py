@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from service.memory_budget import BUDGET
-from service.names import MODEL_CONFIG
+from service.names import MODEL_CONFIG, PUBLIC_PORTS
 from service.properties import read_properties
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +41,9 @@ DEPLOY_KEYS = {
 # Keys only the image's configs (docker, k8s) set: the frontend's JVM inside the memory budget.
 CONTAINER_ONLY_KEYS = {"vmargs"}
 # The front (nginx) listens here in the image; TorchServe's inference port is loopback-only behind it.
-FRONT_PORT = 8080
+FRONT_PORT = PUBLIC_PORTS["inference"]
 CONFIGS = {
+    "default": ROOT / "config" / "config.properties",
     "docker": ROOT / "deploy" / "docker" / "config.properties",
     "k8s": K8S / "config.properties",
     "kserve": KSERVE / "config.properties",
@@ -169,11 +170,8 @@ def test_dockerfile_runtime_settings():
     healthcheck = json.loads(last("HEALTHCHECK").split(" CMD ", 1)[1])
     assert healthcheck[0] == "python" and healthcheck[2] == "ready" and in_checkout(healthcheck[1]).is_file()
     exposed = {int(port) for port in last("EXPOSE").split()}
-    props = read_properties(CONFIGS["docker"])
-    assert FRONT_PORT in exposed and props_port(props["inference_address"]) not in exposed  # only via the front
-    for key in ("management_address", "metrics_address"):
-        assert props_port(props[key]) in exposed
-    assert {int(props["grpc_inference_port"]), int(props["grpc_management_port"])} <= exposed
+    assert exposed == set(PUBLIC_PORTS.values())  # the doors, and none of TorchServe's own ports
+    assert not exposed & set(torchserve_ports(read_properties(CONFIGS["docker"])))
 
 
 def test_dockerignore_keeps_what_the_image_needs():
@@ -214,16 +212,22 @@ def test_config_differs_from_base_only_where_deployment_needs(name):
     assert not extra, f"{name}: settings not in config/config.properties: {extra}"
 
 
-def test_container_configs_listen_beyond_loopback():
-    """Management and metrics on every interface; inference on loopback behind the front, which
-    listens on every interface (deploy/docker/entrypoint.py, FRONT_LISTEN)."""
-    assert f"0.0.0.0:{FRONT_PORT}" in (ROOT / "deploy" / "docker" / "entrypoint.py").read_text()
-    for name in ("docker", "k8s"):
+def torchserve_ports(props: dict[str, str]) -> list[int]:
+    return [props_port(props[key]) for key in ("inference_address", "management_address", "metrics_address")] + [
+        int(props["grpc_inference_port"]), int(props["grpc_management_port"])]
+
+
+def test_torchserve_listens_on_loopback_only_behind_the_doors():
+    """Every TorchServe port on loopback, apart from the doors' public ports (the entrypoint's doors
+    listen on every interface: tests/test_supervisor.py, tests/container)."""
+    for name in ("default", "docker", "k8s"):
         props = read_properties(CONFIGS[name])
-        for key in ("management_address", "metrics_address"):
-            assert "0.0.0.0" in props[key], f"{name}: {key}"
-        assert props["inference_address"].startswith("http://127.0.0.1:"), name
-        assert props["model_store"] == "/srv/app/model_store"
+        for key in ("inference_address", "management_address", "metrics_address"):
+            assert props[key].startswith("http://127.0.0.1:"), f"{name}: {key}"
+        assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1", name
+        assert not set(torchserve_ports(props)) & set(PUBLIC_PORTS.values()), name
+    for name in ("docker", "k8s"):
+        assert read_properties(CONFIGS[name])["model_store"] == "/srv/app/model_store"
     assert read_properties(CONFIGS["docker"])["disable_token_authorization"] == "false"
 
 
@@ -301,11 +305,8 @@ def test_ports_agree_between_config_container_and_service():
     _, container = deployment()
     ports = container_ports(container)
     props = read_properties(CONFIGS["k8s"])
-    assert ports == {
-        "inference": FRONT_PORT,
-        "management": props_port(props["management_address"]),
-        "metrics": props_port(props["metrics_address"]),
-    }
+    assert ports == {door: PUBLIC_PORTS[door] for door in ("inference", "management", "metrics")}
+    assert not set(ports.values()) & set(torchserve_ports(props))
     service = objects["Service"]["spec"]
     assert service["type"] == "ClusterIP"  # tokens are off: cluster-internal only
     targets = {p["targetPort"] for p in service["ports"]}

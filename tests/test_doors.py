@@ -11,6 +11,8 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,7 @@ from tritonclient.utils import InferenceServerException
 from service.fronted import FrontedTorchServe
 from service.grpc_client import GrpcClient, bearer, output_data, refusal, stubs
 from service.memory_budget import BUDGET
+from service.names import ROOT
 from service.photos import grace_hopper
 from service.processes import group_members
 from tests.conftest import MODEL
@@ -216,3 +219,20 @@ def test_grpc_burst_of_maximum_size_calls_is_answered(service, key, photo, with_
     assert photo_statuses == [200] * 20, Counter(photo_statuses)
     assert java.is_running() and java_of(service).pid == java.pid, "the frontend was replaced"
     assert service.alive()
+
+
+def test_the_readme_grpc_example_runs_as_shown(service, tmp_path, photo):
+    """docs/grpc_example.py is the README's gRPC client; run it as it is."""
+    good, bad = tmp_path / "photo.jpg", tmp_path / "notes.txt"
+    good.write_bytes(photo)
+    bad.write_bytes(NOT_AN_IMAGE)
+    env = {**os.environ, "GRPC_ADDRESS": service.doors.public["grpc_inference"],
+           "KEY_FILE": str(service.server.key_file)}
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "grpc_example.py"), str(good), str(bad)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    top = rest(service, photo, service.server.client().keys["inference"]).json()["predictions"]
+    assert lines[0] == f"{good} {top[0]}"
+    assert lines[1].startswith(f"{bad} INVALID_ARGUMENT not a supported image")
+    assert lines[2] == f"{good} {[p['label'] for p in top]}" and "not a supported image" in lines[3]

@@ -7,7 +7,7 @@ import re
 import yaml
 
 from handler.settings import DEFAULTS
-from service.front import nginx_config
+from service.front import Doors, nginx_config
 from service.memory_budget import BUDGET, MiB
 from service.names import CONFIG, ROOT
 from service.properties import read_properties
@@ -57,7 +57,9 @@ def test_dockerfile_runs_the_front_and_keeps_malloc_arenas_few():
 
 def test_front_admits_what_the_budget_counts(tmp_path):
     """The rendered nginx config carries the budget's body limit, buffer and per-class connections."""
-    config = nginx_config("127.0.0.1:1", "127.0.0.1:2", tmp_path)
+    torchserve = {"inference_address": "http://127.0.0.1:2", "management_address": "http://127.0.0.1:3",
+                  "metrics_address": "http://127.0.0.1:4", "grpc_inference_port": "5", "grpc_management_port": "6"}
+    config = nginx_config(Doors.behind(torchserve, "127.0.0.1"), tmp_path)
     assert f"client_max_body_size {BUDGET.max_request_bytes};" in config
     assert f"client_body_buffer_size {BUDGET.front_buffer_kib}k;" in config
     assert f"limit_conn front {BUDGET.front_connections};" in config

@@ -1,8 +1,8 @@
-"""A burst of maximum-size uploads is answered, never reset, and the frontend lives (no container).
+"""A burst of maximum-size uploads over HTTP is answered, never reset, and the frontend lives (no container).
 
-The same front (service/front.py, Debian's nginx) and JVM settings (service/memory_budget.py) as
-the container image, before a real TorchServe. tests/container/ repeats this under the pod's
-memory limit with the image itself.
+The same doors (service/fronted.py: the nginx front, the gRPC gateway) and JVM settings
+(service/memory_budget.py) as the container image, before a real TorchServe; tests/test_doors.py does
+the same over gRPC. tests/container/ repeats both under the pod's memory limit with the image itself.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import psutil
 import pytest
 import requests
 
-from service.front import Front
+from service.fronted import FrontedTorchServe
 from service.memory_budget import BUDGET
 from service.photos import grace_hopper
 from service.processes import group_members
-from service.server import TorchServe, free_port
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.server
@@ -28,15 +27,12 @@ BURST = 24
 
 @pytest.fixture(scope="module")
 def fronted(model_store, tmp_path_factory):
-    """TorchServe with the budget's JVM flags, behind the front."""
-    run_dir = tmp_path_factory.mktemp("burst")
-    with TorchServe.on_free_ports(run_dir / "ts", model_store, vmargs=BUDGET.vmargs) as server:
-        upstream = server.endpoints.inference.removeprefix("http://")
-        with Front(f"127.0.0.1:{free_port()}", upstream, run_dir / "front") as front:
-            yield server, front
+    """TorchServe with the budget's JVM flags, behind its doors: (TorchServe, the front)."""
+    with FrontedTorchServe.on_free_ports(tmp_path_factory.mktemp("burst"), model_store, vmargs=BUDGET.vmargs) as s:
+        yield s.server, s.front
 
 
-def java_of(server: TorchServe) -> psutil.Process:
+def java_of(server) -> psutil.Process:
     return next(p for p in group_members(server.process.pid) if p.name() == "java")
 
 

@@ -16,7 +16,7 @@ import requests
 
 from service.names import CONFIG, METRICS_CONFIG, PUBLIC_PORTS, ROOT
 from service.properties import render_config
-from service.server import free_port
+from service.server import free_ports
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.server
@@ -24,8 +24,8 @@ ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.py"
 
 
 def start_entrypoint(model_store, tmp_path) -> tuple[subprocess.Popen, str, str]:
-    ports = [free_port() for _ in range(5)]
-    doors = {door: free_port() for door in PUBLIC_PORTS}
+    ports = free_ports(6 + len(PUBLIC_PORTS))
+    doors = dict(zip(PUBLIC_PORTS, ports[6:], strict=True))
     config = tmp_path / "config.properties"
     render_config(CONFIG, {
         "inference_address": f"http://127.0.0.1:{ports[0]}",
@@ -40,7 +40,7 @@ def start_entrypoint(model_store, tmp_path) -> tuple[subprocess.Popen, str, str]
     }, config)
     env = {
         **os.environ, "TS_CONFIG_FILE": str(config), "FRONT_HOST": "127.0.0.1", "FRONT_PORTS": json.dumps(doors),
-        "TS_KEY_FILE": str(tmp_path / "key_file.json"),
+        "TS_KEY_FILE": str(tmp_path / "key_file.json"), "OIP_PORT": str(ports[5]),
         "FRONT_RUN_DIR": str(tmp_path / "front"), "TS_LOG_CONFIG": str(ROOT / "config" / "log4j2.xml"),
         "LOG_LOCATION": str(tmp_path / "logs"), "METRICS_LOCATION": str(tmp_path / "logs"), "TMPDIR": str(tmp_path),
     }

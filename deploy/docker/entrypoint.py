@@ -9,6 +9,7 @@ bounded by service/memory_budget.py, so no client reaches TorchServe's own ports
   TS_CONFIG_FILE   TorchServe's config; its addresses are what the doors stand before
   FRONT_HOST       where the doors listen (default 0.0.0.0)
   FRONT_PORTS      JSON of door -> port over the public ports, e.g. {"inference": 9080} (default none)
+  OIP_PORT         the OIP metadata server's loopback port (default service/names.py's)
   FRONT_RUN_DIR    the doors' spools and PID file (default /srv/run/front)
   TS_LOG_CONFIG    TorchServe's log4j2 config (default /srv/app/config/log4j2.xml)
   TS_KEY_FILE      the key file TorchServe writes (the OIP metadata server reads the management key)
@@ -23,11 +24,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from service.fronted import gateway_command
 from service.front import Doors, nginx_config
-from service.names import PUBLIC_PORTS
+from service.fronted import gateway_command
+from service.names import OIP_METADATA_PORT, PUBLIC_PORTS
 from service.properties import read_properties
-from service.server import free_port
 from service.supervisor import Service, Supervisor
 
 CONFIG = "/srv/app/deploy/docker/config.properties"
@@ -41,7 +41,7 @@ def main() -> int:
     run_dir = Path(os.environ.get("FRONT_RUN_DIR", "/srv/run/front"))
     key_file = Path(os.environ.get("TS_KEY_FILE", "/srv/run/key_file.json"))
     (run_dir / "body").mkdir(parents=True, exist_ok=True)
-    oip_port = free_port()
+    oip_port = int(os.environ.get("OIP_PORT") or OIP_METADATA_PORT)
     doors = Doors.behind(read_properties(config), host, ports, oip=f"127.0.0.1:{oip_port}")
     front_config = run_dir / "nginx.conf"
     front_config.write_text(nginx_config(doors, run_dir))
