@@ -5,7 +5,7 @@
 #   docker build --build-arg TORCH_VARIANT=cpu -t image-classifier .    # CPU-only PyTorch wheels
 #   docker build --build-arg WEIGHTS=random -t image-classifier:test .  # offline, meaningless answers
 #   docker build --build-arg WEIGHTS=weights/resnet18-f37072fd.pth .    # a state dict in the build context
-#   docker run --rm -p 8080:8080 -p 127.0.0.1:8081:8081 -p 8082:8082 image-classifier
+#   docker run --rm -p 8080:8080 -p 127.0.0.1:8081:8081 -p 8082:8082 -p 7070:7070 image-classifier
 #
 # Ports (the doors before TorchServe, which listens on loopback only): 8080 inference, 8081 management,
 # 8082 metrics (Prometheus, no token) through the nginx front; 7070 gRPC inference and OIP, 7071 gRPC
