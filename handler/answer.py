@@ -18,53 +18,59 @@ An image error is {"error": message, "code": status, "type": kind}.
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 
-from handler.errors import RequestError
+from handler.errors import RequestError, Result
 from handler.request import ParsedRequest
 
 Predictions = list[dict[str, object]]
 # The v2 outputs (name, datatype) of every answer, each of shape [n, k], and the one of failed images.
 V2_OUTPUTS = (("label", "BYTES"), ("index", "INT64"), ("probability", "FP32"))
 V2_ERROR_OUTPUT = "error"
-# One image's answer: its top-k, or why it has none.
-ImageAnswer = Predictions | RequestError
+# What fills each of the k places of a failed image in the v2 outputs.
+V2_EMPTY = {"label": "", "index": -1, "probability": 0.0}
 
 
 def image_error(error: RequestError) -> dict[str, object]:
     return {"error": error.message, "code": error.status, "type": error.kind}
 
 
-def _entry(result: ImageAnswer) -> object:
-    return image_error(result) if isinstance(result, RequestError) else result
+def _entry(result: Result[Predictions], wrap: bool = False) -> object:
+    """One image's entry in a list of answers: its top-k (under "predictions" if `wrap`), or its error."""
+    if result.error is not None:
+        return image_error(result.error)
+    return {"predictions": result.value} if wrap else result.value
 
 
-def reply(parsed: ParsedRequest, results: list[ImageAnswer], model: dict, warning: str | None = None) -> dict:
-    """The answer to a request whose images were classified (some of them may have failed)."""
+def reply(parsed: ParsedRequest, results: Sequence[Result], model: dict, warning: str | None = None) -> dict:
+    """The answer to a request whose images were classified: each image's top-k, or the error it alone
+    caused (`results` of a request none of whose images could be read hold errors only)."""
     if parsed.protocol == "v2":
         return _v2_reply(parsed, results, model, warning)
     if parsed.protocol == "v1":
         answer: dict[str, object] = {"predictions": [_entry(r) for r in results]}
     elif parsed.several:
-        answer = {"results": [image_error(r) if isinstance(r, RequestError) else {"predictions": r} for r in results]}
+        answer = {"results": [_entry(r, wrap=True) for r in results]}
     else:
-        answer = {"predictions": results[0]}
+        answer = {"predictions": results[0].value}
     answer["model"] = model
     if warning:
         answer["warning"] = warning
     return answer
 
 
-def _v2_reply(parsed: ParsedRequest, results: list[ImageAnswer], model: dict, warning: str | None) -> dict:
-    k = max((len(r) for r in results if not isinstance(r, RequestError)), default=0)
-    rows = [[{"label": "", "index": -1, "probability": 0.0}] * k if isinstance(r, RequestError) else r for r in results]
+def _v2_reply(parsed: ParsedRequest, results: Sequence[Result], model: dict, warning: str | None) -> dict:
+    k = max((len(r.value) for r in results if r.value is not None), default=0)
+    rows = [r.value if r.value is not None else [V2_EMPTY] * k for r in results]
     shape = [len(rows), k]
     outputs = [
         {"name": name, "datatype": datatype, "shape": shape, "data": [p[name] for row in rows for p in row]}
         for name, datatype in V2_OUTPUTS
     ]
-    if any(isinstance(r, RequestError) for r in results):
-        errors = [r.message if isinstance(r, RequestError) else "" for r in results]
+    if not all(r.ok for r in results):
+        errors = [r.error.message if r.error is not None else "" for r in results]
         outputs.append({"name": V2_ERROR_OUTPUT, "datatype": "BYTES", "shape": [len(rows)], "data": errors})
     response = {**_v2_head(parsed, model), "outputs": outputs}
     facts = ("weights", "runtime", "precision")
@@ -97,9 +103,14 @@ def error_reply(parsed: ParsedRequest, error: RequestError, model: dict) -> dict
     return {"error": error.message, **body}
 
 
-def first_failure(results: list[ImageAnswer]) -> RequestError | None:
+def first_failure(results: Sequence[Result]) -> RequestError | None:
     """A request none of whose images could be answered fails as a whole, with its first image's
-    status (its body still says what went wrong with each)."""
-    if results and all(isinstance(r, RequestError) for r in results):
-        return results[0]  # type: ignore[return-value]
+    status (its body says what went wrong with each: `reply`)."""
+    if results and not any(r.ok for r in results):
+        return results[0].error
     return None
+
+
+def compact(answer: dict) -> str:
+    """A classified request's answer as sent: JSON without spaces."""
+    return json.dumps(answer, separators=(",", ":"))

@@ -5,12 +5,13 @@ Its own module because TorchServe wants exactly one class in the handler's entry
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 
-from handler.errors import RequestError
+from handler.errors import Result
 from handler.request import ParsedRequest
 
 
@@ -20,7 +21,7 @@ class Accepted(NamedTuple):
 
     index: int  # in TorchServe's batch
     parsed: ParsedRequest
-    rows: tuple[int | RequestError, ...]
+    rows: tuple[Result[int], ...]
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Batch:
     answers: list[str | None]
     accepted: list[Accepted] = field(default_factory=list)
     inputs: list[torch.Tensor] = field(default_factory=list)  # the model's rows, in order
+    topk: list[int] = field(default_factory=list)  # each row's top-k: its request's
     described: int = 0
     explain: dict[int, int | None] = field(default_factory=dict)  # request index -> class (None: top)
 
@@ -41,27 +43,18 @@ class Batch:
     def of_size(cls, n: int) -> Batch:
         return cls(answers=[None] * n)
 
-    def accept(self, index: int, parsed: ParsedRequest, images: list[torch.Tensor | RequestError]) -> None:
-        rows: list[int | RequestError] = []
-        for image in images:
-            if isinstance(image, RequestError):
-                rows.append(image)
-            else:
-                rows.append(len(self.inputs))
-                self.inputs.append(image)
-        self.accepted.append(Accepted(index, parsed, tuple(rows)))
+    def accept(self, index: int, parsed: ParsedRequest, images: Sequence[Result[torch.Tensor]]) -> None:
+        """A request's decoded images become rows of the model input; its failed ones keep their error."""
+
+        def row(tensor: torch.Tensor) -> int:
+            self.inputs.append(tensor)
+            self.topk.append(parsed.topk)
+            return len(self.inputs) - 1
+
+        self.accepted.append(Accepted(index, parsed, tuple(image.then(row) for image in images)))
 
     def stacked_inputs(self) -> torch.Tensor:
         return torch.stack(self.inputs)
-
-    def row_topk(self) -> list[int]:
-        """Each model row's top-k: its request's."""
-        ks = [0] * len(self.inputs)
-        for request in self.accepted:
-            for row in request.rows:
-                if isinstance(row, int):
-                    ks[row] = request.parsed.topk
-        return ks
 
     @property
     def refused(self) -> int:

@@ -28,10 +28,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from handler.errors import RequestError
+from handler.errors import RequestError, Result
 from handler.model_card import Preprocessing
 from handler.preprocess import decode_for_model, resized_size
-from handler.request import json_body
 from handler.settings import HandlerSettings
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -42,9 +41,6 @@ NOTE = (
     "sensitivity, not certainty: how much hiding each region lowers the model's score for this class; "
     "bright regions mattered most to this answer, whether or not the answer is right"
 )
-# Where a request names the class to explain (TorchServe's own explain_handle reads "target").
-TARGET_KEY = "target"
-TARGET_HEADER = "x-explain-target"
 EXPLAIN_HEADER = "explain"  # TorchServe's frontend sets it to "True" on /explanations and KServe :explain
 OVERLAY_SIDE = 448  # the overlay PNG's longer side, in pixels: enough to see, small enough to send
 # Heat colour stops (value in [0, 1] -> RGB): dark blue, red, yellow, white.
@@ -57,22 +53,6 @@ def wants_explanation(headers: Mapping[str, object]) -> bool:
     or /v2/models/{model}/explain: its frontend adds the header explain: True to those, and explain: False
     after whatever a client sent to /predictions (read exactly as TorchServe's BaseHandler._is_explain does)."""
     return headers.get(EXPLAIN_HEADER) == "True"
-
-
-def requested_target(request: Mapping[str, object], body: Mapping | None, headers: Mapping[str, object]) -> str | None:
-    """The class a request asks to explain, as sent: a form or JSON field "target", the v2 request's
-    parameters.target, or the X-Explain-Target header; None means the top class."""
-    raw = request.get(TARGET_KEY)
-    if raw is None and body is not None:
-        raw = body.get(TARGET_KEY)
-        if raw is None and isinstance(body.get("parameters"), dict):
-            raw = body["parameters"].get(TARGET_KEY)
-    if raw is None:
-        raw = next((v for k, v in headers.items() if str(k).lower() == TARGET_HEADER), None)
-    if raw is None:
-        return None
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-    return text.strip() or None
 
 
 def target_index(name: str, labels: list[str]) -> int:
@@ -216,16 +196,14 @@ def target_of(logits: torch.Tensor, index: int | None, labels: list[str]) -> dic
     return {"label": labels[chosen], "index": chosen, "probability": round(float(probabilities[chosen]), 6)}
 
 
-def with_explanations(answer: str, protocol: str, explanations: list[dict | None]) -> str:
-    """A request's prediction answer (JSON) with one explanation per image (None where the image failed):
+def with_explanations(answer: dict, protocol: str, explanations: list[dict | None]) -> dict:
+    """A request's prediction answer with one explanation per image (None where the image failed):
     "explanations" beside "predictions" (KServe v1 explain's own key), or a v2 BYTES output of JSON texts."""
-    body = json.loads(answer)
     if protocol == "v2":
         texts = [json.dumps(e, separators=(",", ":")) if e else "" for e in explanations]
-        body["outputs"].append({"name": "explanation", "datatype": "BYTES", "shape": [len(texts)], "data": texts})
-    else:
-        body["explanations"] = explanations
-    return json.dumps(body, separators=(",", ":"))
+        output = {"name": "explanation", "datatype": "BYTES", "shape": [len(texts)], "data": texts}
+        return {**answer, "outputs": [*answer["outputs"], output]}
+    return {**answer, "explanations": explanations}
 
 
 class ExplanationBudget:
@@ -267,7 +245,8 @@ def busy(why: str) -> RequestError:
 
 
 class Explainer:
-    """What the handler asks of this module: admit an explanation request, then explain its image."""
+    """What the handler asks of this module: check an explanation request before its image is decoded,
+    reserve it one of the batch's explanations once the image is decoded, then explain the image."""
 
     def __init__(self, settings: HandlerSettings, labels: list[str], spec: Preprocessing) -> None:
         self.settings, self.labels, self.spec = settings, labels, spec
@@ -275,10 +254,9 @@ class Explainer:
         crop = spec.crop
         self.chunk = chunk_size(occlusion_passes(settings.explain_grid, crop, crop), settings.explain_batch)
 
-    def admit(self, request: dict, headers: Mapping, images: int, already_in_batch: int) -> int | None:
-        """The class index the request names (None: the image's top class). RequestError: an unknown class
-        (400), more than one image (413), or the worker's explanation bound reached (503)."""
-        name = requested_target(request, json_body(request), headers)
+    def target(self, name: str | None, images: int) -> int | None:
+        """The class index the request names (None: the image's top class). RequestError: an unknown
+        class (400) or more than one image (413)."""
         index = target_index(name, self.labels) if name is not None else None
         if images != 1:
             raise RequestError(
@@ -286,14 +264,16 @@ class Explainer:
                 413,
                 "TooManyImages",
             )
-        refusal = self.budget.admit(already_in_batch)
-        if refusal is not None:
-            raise refusal
         return index
+
+    def reserve(self, already_in_batch: int) -> RequestError | None:
+        """None if the worker's bound lets one more explanation run in this batch, else the 503 to answer.
+        Asked only for a request whose image decoded: one that fails on its image takes no explanation."""
+        return self.budget.admit(already_in_batch)
 
     def explain(
         self, forward: Forward, data: bytes, tensor: torch.Tensor, logits: torch.Tensor, index: int | None
-    ) -> dict[str, object] | RequestError:
+    ) -> Result[dict[str, object]]:
         """One image: its bytes decoded upright again for the overlay, its model input masked through
         `forward`. Whatever fails here fails this request alone (500), never the batch."""
         started = time.perf_counter()
@@ -301,9 +281,9 @@ class Explainer:
             image = decode_for_model(data, self.spec, self.settings.max_pixels)
             target = target_of(logits, index, self.labels)
             s = self.settings
-            return explanation(forward, image, tensor, self.spec, target, s.explain_grid, s.explain_batch)
+            return Result(explanation(forward, image, tensor, self.spec, target, s.explain_grid, s.explain_batch))
         except Exception as e:  # noqa: BLE001 - one failed explanation must not fail the predictions beside it
             log.exception("explanation failed")
-            return RequestError(f"the explanation failed ({type(e).__name__})", 500, "ExplanationFailed")
+            return Result(error=RequestError(f"the explanation failed ({type(e).__name__})", 500, "ExplanationFailed"))
         finally:
             self.budget.spend(time.perf_counter() - started)

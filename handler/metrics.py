@@ -24,11 +24,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from handler.errors import RequestError
+from handler.errors import Result
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +243,11 @@ class HandlerMetrics:
         """One request refused; `kind` is RequestError.kind (a class name, never request data)."""
         self.pending.count(REFUSED, (kind,))
 
-    def refused_images(self, results: list) -> None:
+    def refused_images(self, results: Sequence[Result]) -> None:
         """The images refused inside a request that was answered (its other images were not)."""
         for result in results:
-            if isinstance(result, RequestError):
-                self.refused(result.kind)
+            if result.error is not None:
+                self.refused(result.error.kind)
 
     def explained(self, images: int = 1) -> None:
         self.pending.count(EXPLANATIONS, (), images)

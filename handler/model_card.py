@@ -92,7 +92,7 @@ class Provenance:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict[str, object]:
-        """The provenance.json keys: optional facts the build did not have are left out, as before."""
+        """The provenance.json keys: optional facts the build did not have are left out."""
         required = {f.name for f in fields(self) if f.default is MISSING}
         return {k: v for k, v in asdict(self).items() if v is not None or k in required}
 

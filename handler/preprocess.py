@@ -1,7 +1,9 @@
 """Image bytes to the model's input tensor: decode, then exactly what torchvision's weights.transforms() does.
 
-`model_input` is the one path from bytes to tensor; the handler, the benchmark and the tests
-all call it, so the JPEG draft rule below is written once.
+Two steps, each written once: `decode_for_model` (bytes to upright RGB, with the JPEG draft rule
+below) and `to_tensor` (resize, crop, normalise). The handler calls them one after the other, to
+time each stage; the explanation's overlay decodes with `decode_for_model` too; `model_input`
+chains them for the code that wants bytes to tensor in one call (fine-tuning, the benchmark, tests).
 
 Written with Pillow and torch alone, op for op as torchvision's functional transforms do it on a
 PIL image (tests/test_preprocess.py checks bit-equality with torchvision): importing torchvision

@@ -1,17 +1,18 @@
 """One TorchServe request (a dict of body, form fields and query parameters), parsed once.
 
 `parse_request` reads the request a single time into a `ParsedRequest`: its protocol, its
-images' bytes, its top-k and its id. Everything after it (decoding, the answer's shape, an
-error's shape: handler/answer.py) reads that value, never the raw request again.
+images' bytes, its top-k, its id and the class it asks to explain. Everything after it (decoding,
+explaining, the answer's shape, an error's shape: handler/answer.py) reads that value, never the
+raw request again.
 
 Accepted shapes: a raw image body; a multipart upload (one image per file field); base64 text
 (optionally a data: URL); JSON {"data"|"image"|"b64": <base64>}; KServe v1 {"instances": [...]}
 and Open Inference Protocol v2 {"inputs": [{"datatype": "BYTES", "data": [<base64>, ...]}]}.
 
 A request may carry several images (v1 instances, the elements of the one v2 input, multipart
-file fields, a JSON list), up to `Limits.max_images`. One image that cannot be read keeps its
-error in its own slot and the others are still answered; a request with one image keeps the
-error as the request's own, as before.
+file fields, a JSON list), up to `Limits.max_images`. In a request of several, an image that
+cannot be read keeps its error as its own Result and the others are answered; in a request of
+one image, that image's error is the request's.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from handler.errors import RequestError
+from handler.errors import RequestError, Result
 from handler.settings import DEFAULTS
 
 Protocol = Literal["plain", "v1", "v2"]
-# One image of a request: its bytes, or why they could not be read.
-ImageSlot = bytes | RequestError
 
+# Where a request names the class to explain (TorchServe's own explain_handle reads "target").
+TARGET_KEY = "target"
+TARGET_HEADER = "x-explain-target"
 # Keys TorchServe fills from the query string or that carry options, never image bytes.
-PARAMETERS = ("topk", "model_name", "target")  # target: the class to explain
+PARAMETERS = ("topk", "model_name", TARGET_KEY)
 TOPK_HEADER = "x-topk"
 IMAGE_KEYS = ("body", "data", "file", "image", "b64", "bytes")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -51,20 +53,26 @@ class Limits:
 class ParsedRequest:
     """One request as the rest of the handler sees it.
 
-    `images` holds each image's bytes, or the error that image alone caused (only in a request of
-    several). A request that cannot be parsed keeps its `error` (and still its protocol and id, so
-    the error is answered in the shape its client reads)."""
+    `sent` holds each image sent, in order: its bytes, or the error that image alone caused (only
+    in a request of several). A request that cannot be parsed keeps its `error` (with its protocol
+    and id, so the error is answered in the shape its client reads)."""
 
     protocol: Protocol
     request_id: str | None  # the v2 request's own "id", else TorchServe's request id
     topk: int = 0
-    images: tuple[ImageSlot, ...] = ()
+    sent: tuple[Result[bytes], ...] = ()
     error: RequestError | None = None
+    target: str | None = None  # the class an explanation request names (None: the image's top class)
 
     @property
     def several(self) -> bool:
         """Answered image by image (a list of answers) rather than as one answer."""
-        return len(self.images) > 1
+        return len(self.sent) > 1
+
+    @property
+    def images(self) -> tuple[bytes, ...]:
+        """The bytes of the images that could be read, in order."""
+        return tuple(image.value for image in self.sent if image.value is not None)
 
 
 def parse_request(
@@ -77,12 +85,12 @@ def parse_request(
     answer_id = str(own_id) if own_id else request_id
     try:
         k = requested_topk(request, body, headers, limits)
-        images = request_images(request, body, limits)
+        sent = request_images(request, body, limits)
     except RequestError as error:
         return ParsedRequest(kind, answer_id, error=error)
-    if len(images) == 1 and isinstance(images[0], RequestError):
-        return ParsedRequest(kind, answer_id, error=images[0])
-    return ParsedRequest(kind, answer_id, topk=k, images=images)
+    if len(sent) == 1 and sent[0].error is not None:
+        return ParsedRequest(kind, answer_id, error=sent[0].error)
+    return ParsedRequest(kind, answer_id, topk=k, sent=sent, target=requested_target(request, body, headers))
 
 
 def json_body(request: dict) -> dict | None:
@@ -117,16 +125,9 @@ def requested_topk(request: dict, body: dict | None, headers: dict[str, str], li
     From a query parameter (TorchServe 0.12 passes the query string on /invocations but drops
     it on /predictions), a form field or JSON field "topk", the v2 "parameters", or the X-TopK header.
     """
-    raw = request.get("topk")
-    if raw is None and body is not None:
-        raw = body.get("topk")
-        if raw is None and isinstance(body.get("parameters"), dict):  # v2 request parameters
-            raw = body["parameters"].get("topk")
-    if raw is None:
-        raw = next((v for k, v in headers.items() if k.lower() == TOPK_HEADER), None)
-    if raw is None:
+    text = _option(request, body, headers, "topk", TOPK_HEADER)
+    if text is None:
         return limits.topk
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
     n = limits.num_classes
     try:
         k = int(text.strip())
@@ -137,7 +138,29 @@ def requested_topk(request: dict, body: dict | None, headers: dict[str, str], li
     return k
 
 
-def request_images(request: dict, body: dict | None, limits: Limits) -> tuple[ImageSlot, ...]:
+def requested_target(request: dict, body: dict | None, headers: dict[str, str]) -> str | None:
+    """The class a request asks to explain, as sent: a form or JSON field "target", the v2 request's
+    parameters.target, or the X-Explain-Target header; None means the top class."""
+    text = _option(request, body, headers, TARGET_KEY, TARGET_HEADER)
+    return (text.strip() or None) if text is not None else None
+
+
+def _option(request: dict, body: dict | None, headers: dict[str, str], key: str, header: str) -> str | None:
+    """One option of the request as text, from the first place that has it: a query parameter or form
+    field, a JSON field, the v2 request's "parameters", a header (its name in any case)."""
+    raw = request.get(key)
+    if raw is None and body is not None:
+        raw = body.get(key)
+        if raw is None and isinstance(body.get("parameters"), dict):  # v2 request parameters
+            raw = body["parameters"].get(key)
+    if raw is None:
+        raw = next((v for k, v in headers.items() if str(k).lower() == header), None)
+    if raw is None:
+        return None
+    return raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+
+
+def request_images(request: dict, body: dict | None, limits: Limits) -> tuple[Result[bytes], ...]:
     """Every image of the request in order, each its bytes or its own error; RequestError for
     what spoils the whole request (no image at all, more than the limit)."""
     values = image_values(request, body)
@@ -151,7 +174,7 @@ def request_images(request: dict, body: dict | None, limits: Limits) -> tuple[Im
             413,
             "TooManyImages",
         )
-    return tuple(_slot(value, limits.max_image_bytes) for value in values)
+    return tuple(Result.of(_image_bytes, value, limits.max_image_bytes) for value in values)
 
 
 def image_values(request: dict, body: dict | None) -> list[object]:
@@ -185,11 +208,8 @@ def _json_images(body: dict) -> list[object]:
     )
 
 
-def _slot(value: object, max_bytes: int | None) -> ImageSlot:
-    try:
-        return checked_size(_to_bytes(value), max_bytes)
-    except RequestError as error:
-        return error
+def _image_bytes(value: object, max_bytes: int | None) -> bytes:
+    return checked_size(_to_bytes(value), max_bytes)
 
 
 def checked_size(data: bytes, max_bytes: int | None) -> bytes:

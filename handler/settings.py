@@ -1,7 +1,8 @@
 """The handler's settings: one typed value, every default written once.
 
-The archive's model-config.yaml may override any of them in its `handler:` section; the UI,
-the benchmark and the tests read the defaults from here.
+The archive's model-config.yaml may override any of them in its `handler:` section, which
+names only what it changes, so these defaults are what is served unless it does; the UI, the
+benchmark and the tests read the defaults from here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ class HandlerSettings:
     # Images one request may carry (KServe v1 instances, v2 elements, multipart files); more get a 413.
     # Also the most images one forward pass takes, which bounds the worker's memory.
     max_images_per_request: int = 32
-    # "shared": the workers share the cores batch by batch (handler/cores.py); "auto": a fixed
+    # "shared": the workers share the cores batch by batch (handler/cores.py): a lone request runs
+    # on every core, busy workers get one each, never more threads than cores in all; fewer while
+    # another program keeps cores busy (its threads would wait at every op). "auto": a fixed
     # cores // workers threads per worker; a number: that many per worker.
     intra_op_threads: str | int = "shared"
     # fp32: torch.jit.optimize_for_inference; int8: freeze. False serves the model as loaded.

@@ -1,8 +1,10 @@
 """TorchServe entry point: thin glue from TorchServe's batch to the plain functions.
 
 One straight path per batch, in TorchServe's own words: preprocess (each request parsed once,
-then decoded to its input tensor; errors stay with their request), inference (one forward pass
-over the accepted ones), postprocess (top-k and JSON per request).
+admitted, then its images decoded to input tensors), inference (one forward pass over the
+accepted ones; explanation requests add their masked passes), postprocess (top-k, and each
+answer encoded once as JSON). A request refused at any step is answered by `refuse` alone, in
+its protocol's shape; each image's outcome, from its bytes to its top-k, is one `Result`.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from handler.answer import ImageAnswer, error_reply, first_failure, reply
+from handler.answer import compact, error_reply, first_failure, reply
 from handler.batch import Batch
 from handler.cores import ThreadPolicy, available_cores, configured_workers
-from handler.errors import RequestError
+from handler.errors import RequestError, Result
 from handler.explain import Explainer, wants_explanation, with_explanations
 from handler.metrics import HandlerMetrics
 from handler.model_card import MODEL_FILE, TORCHSCRIPT, ArchiveIntegrityError, ModelCard
@@ -38,6 +41,8 @@ class ImageClassifierHandler:
         self.initialized = False
 
     def initialize(self, context) -> None:
+        """Settings, threads, model card and model, once per worker; an archive that cannot be served
+        still loads, so every request gets the reason (`describe`, `refusal`)."""
         model_dir = Path(context.system_properties["model_dir"])
         yaml_config = context.model_yaml_config or {}
         self.settings = HandlerSettings.from_yaml(yaml_config)
@@ -51,16 +56,7 @@ class ImageClassifierHandler:
             default_topk, len(self.card.labels), self.settings.max_image_bytes, self.settings.max_images_per_request
         )
         self.explainer = Explainer(self.settings, self.card.labels, self.card.preprocessing)
-        manifest = context.manifest.get("model", {})
-        self.model_info = {
-            "name": manifest.get("modelName"),
-            "version": manifest.get("modelVersion"),
-            "arch": self.card.provenance.arch,
-            "weights": self.card.provenance.weights,
-            "random_weights": self.card.random_weights,
-            "runtime": self.card.provenance.served_runtime,
-            "precision": self.card.provenance.served_precision,
-        }
+        self.model_info = self.served_model(context.manifest.get("model", {}))
         self.refusal: RequestError | None = None
         self.metrics = HandlerMetrics.from_context(context)
         self.metrics.start()
@@ -96,6 +92,18 @@ class ImageClassifierHandler:
         )
         self.initialized = True
 
+    def served_model(self, manifest: dict) -> dict[str, object]:
+        """What every answer says about the model that gave it (the runtime's precision once loaded)."""
+        return {
+            "name": manifest.get("modelName"),
+            "version": manifest.get("modelVersion"),
+            "arch": self.card.provenance.arch,
+            "weights": self.card.provenance.weights,
+            "random_weights": self.card.random_weights,
+            "runtime": self.card.provenance.served_runtime,
+            "precision": self.card.provenance.served_precision,
+        }
+
     def warm_up(self, batch_size: int) -> None:
         """First calls compile and specialise the graph (the profiling executor needs two);
         do them now, for every batch size and thread count that can occur, not on a request."""
@@ -110,14 +118,15 @@ class ImageClassifierHandler:
         with self.threads.batch():
             batch = self.preprocess(data, context)
             if batch.accepted:
-                with self.metrics.forward(len(batch.inputs), self.threads.grow()):
+                threads = self.threads.grow()  # the forward pass takes the cores no other worker holds
+                with self.metrics.forward(len(batch.inputs), threads):
                     logits = self.inference(batch.stacked_inputs())
+                explanations = self.explain(batch, logits)
                 with self.metrics.stage("encode", len(batch.inputs)):
-                    self.postprocess(batch, logits)
+                    self.postprocess(batch, logits, explanations, context)
                 self.metrics.answered(len(batch.inputs))
                 if batch.explain:
-                    self.explain(batch, logits, context)
-                    self.metrics.explained(sum(r.index in batch.explain for r in batch.accepted))
+                    self.metrics.explained(len(batch.explain))
         log.info(
             "batch of %d: %d answered, %d refused in %.1f ms",
             len(data),
@@ -128,8 +137,8 @@ class ImageClassifierHandler:
         return batch.replies()
 
     def preprocess(self, data: list[dict], context) -> Batch:
-        """Each request parsed once and decoded to its input tensor; what is wrong with one
-        request is answered at once, for that request alone, in its own protocol's shape."""
+        """parse -> admit -> decode, request by request. A request refused at any step is answered at
+        once (`refuse`), alone, in its own protocol's shape; the others wait for the forward pass."""
         batch = Batch.of_size(len(data))
         for i, request in enumerate(data):
             context.set_response_content_type(i, JSON)
@@ -140,40 +149,50 @@ class ImageClassifierHandler:
                 continue
             with self.metrics.stage("parse"):
                 parsed = parse_request(request, headers, self.limits, context.get_request_id(i))
-            error = self.refusal or parsed.error
-            if error is None and wants_explanation(headers):  # /explanations, KServe :explain
-                try:
-                    batch.explain[i] = self.explainer.admit(request, headers, len(parsed.images), len(batch.explain))
-                except RequestError as e:
-                    error = e
-            if error is None:
-                images = [self.decode(image) for image in parsed.images]
-                error = first_failure(images)
-                if error is None:
-                    batch.accept(i, parsed, images)
-                    self.metrics.refused_images(images)  # those of a multi-image request answered
-                elif parsed.several:  # none of its images: its first image's status, every image's reason
-                    self.metrics.refused(error.kind)
-                    context.set_response_status(error.status, error.message, idx=i)
-                    batch.answers[i] = self.encode(images, parsed)
-                    continue
+            explain = wants_explanation(headers)  # /explanations, KServe :explain
+            target = self.admit(parsed, explain)
+            images = [image.then(self.decode) for image in parsed.sent] if target.ok else []
+            error = target.error or first_failure(images)
+            if error is None and explain:  # a batch's explanation slot goes only to an image that decoded
+                error = self.explainer.reserve(len(batch.explain))
             if error is not None:
-                self.metrics.refused(error.kind)
-                context.set_response_status(error.status, error.message, idx=i)
-                batch.answers[i] = json.dumps(error_reply(parsed, error, self.model_info))
+                self.refuse(context, batch, i, parsed, error, images)
+                continue
+            batch.accept(i, parsed, images)
+            if explain:
+                batch.explain[i] = target.value
+            self.metrics.refused_images(images)  # those of a multi-image request answered
         return batch
 
-    def decode(self, image: bytes | RequestError) -> torch.Tensor | RequestError:
-        """One image's bytes to its model input, or the error it alone causes."""
-        if isinstance(image, RequestError):
-            return image
-        try:
-            with self.metrics.stage("decode"):
-                decoded = decode_for_model(image, self.card.preprocessing, self.settings.max_pixels)
-            with self.metrics.stage("preprocess"):
-                return to_tensor(decoded, self.card.preprocessing)
-        except RequestError as e:
-            return e
+    def admit(self, parsed: ParsedRequest, explain: bool) -> Result[int | None]:
+        """Whether a parsed request goes on to decoding: the worker serves, the request parsed, and an
+        explanation request names a known class and one image. Its value: the class to explain
+        (None: the image's top class)."""
+        error = self.refusal or parsed.error
+        if error is not None:
+            return Result(error=error)
+        if not explain:
+            return Result(None)
+        return Result.of(self.explainer.target, parsed.target, len(parsed.sent))
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """One image's bytes to its model input; RequestError if they are not a usable image."""
+        with self.metrics.stage("decode"):
+            decoded = decode_for_model(data, self.card.preprocessing, self.settings.max_pixels)
+        with self.metrics.stage("preprocess"):
+            return to_tensor(decoded, self.card.preprocessing)
+
+    def refuse(
+        self, context, batch: Batch, i: int, parsed: ParsedRequest, error: RequestError, images: Sequence[Result] = ()
+    ) -> None:
+        """The one place a request is refused: its status, the refusal count, its answer. A request of
+        several images none of which could be read says what went wrong with each (`images`)."""
+        self.metrics.refused(error.kind)
+        context.set_response_status(error.status, error.message, idx=i)
+        if parsed.several and first_failure(images) is not None:
+            batch.answers[i] = compact(self.answer(images, parsed))
+        else:
+            batch.answers[i] = json.dumps(error_reply(parsed, error, self.model_info))
 
     def inference(self, inputs: torch.Tensor) -> torch.Tensor:
         """The forward pass over every image of the batch (in passes of at most max_images_per_request
@@ -183,33 +202,37 @@ class ImageClassifierHandler:
             return self.model(inputs, threads)
         return torch.cat([self.model(part, threads) for part in inputs.split(chunk)])
 
-    def explain(self, batch: Batch, logits: torch.Tensor, context) -> None:
-        """Explanation requests: their answer plus an occlusion map of the image's top (or named) class,
-        its masked copies sent through this same `inference`, so it works on every runtime."""
+    def explain(self, batch: Batch, logits: torch.Tensor) -> dict[int, Result[dict]]:
+        """Each explanation request's occlusion map of its image's top (or named) class, or why it failed;
+        the masked copies go through this same `inference`, so it works on every runtime."""
+        found: dict[int, Result[dict]] = {}
         for request in batch.accepted:
-            if request.index not in batch.explain:
+            if request.index in batch.explain:
+                row = request.rows[0].value  # an explanation request has one image, decoded (preprocess)
+                found[request.index] = self.explainer.explain(
+                    self.inference, request.parsed.images[0], batch.inputs[row], logits[row],
+                    batch.explain[request.index],
+                )
+        return found
+
+    def postprocess(self, batch: Batch, logits: torch.Tensor, explanations: dict[int, Result[dict]], context) -> None:
+        """Each image's own top-k; each accepted request's answer, with its explanation if it asked for
+        one, encoded once as JSON in its own protocol's shape (a failed explanation: its 500)."""
+        rows = top_k(logits, batch.topk, self.card.labels)
+        for request in batch.accepted:
+            explanation = explanations.get(request.index)
+            if explanation is not None and explanation.error is not None:
+                self.refuse(context, batch, request.index, request.parsed, explanation.error)
                 continue
-            row = request.rows[0]  # an explanation request has exactly one image (Explainer.admit)
-            found = self.explainer.explain(self.inference, request.parsed.images[0], batch.inputs[row], logits[row],
-                                           batch.explain[request.index])
-            if isinstance(found, RequestError):
-                context.set_response_status(found.status, found.message, idx=request.index)
-                batch.answers[request.index] = json.dumps(error_reply(request.parsed, found, self.model_info))
-            else:
-                answer = batch.answers[request.index] or ""
-                batch.answers[request.index] = with_explanations(answer, request.parsed.protocol, [found])
+            answer = self.answer([row.then(rows.__getitem__) for row in request.rows], request.parsed)
+            if explanation is not None:
+                answer = with_explanations(answer, request.parsed.protocol, [explanation.value])
+            batch.answers[request.index] = compact(answer)
 
-    def postprocess(self, batch: Batch, logits: torch.Tensor) -> None:
-        """Each image's own top-k; each accepted request's answer as JSON in its own protocol's shape."""
-        rows = top_k(logits, batch.row_topk(), self.card.labels)
-        for request in batch.accepted:
-            results = [rows[row] if isinstance(row, int) else row for row in request.rows]
-            batch.answers[request.index] = self.encode(results, request.parsed)
-
-    def encode(self, results: list[ImageAnswer], parsed: ParsedRequest) -> str:
+    def answer(self, results: Sequence[Result], parsed: ParsedRequest) -> dict:
         """Each image's top-k (or its error), in the request's protocol's shape."""
         warning = RANDOM_WEIGHTS_WARNING if self.card.random_weights else None
-        return json.dumps(reply(parsed, results, self.model_info, warning), separators=(",", ":"))
+        return reply(parsed, results, self.model_info, warning)
 
     def describe(self) -> dict[str, object]:
         """GET /models/{name}?customized=true: what this worker serves, and whether it does."""

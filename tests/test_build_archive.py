@@ -15,6 +15,7 @@ from torchvision import models
 from torchvision.models import ResNet18_Weights
 
 from handler.model_card import LABELS_FILE, MODEL_FILE, PREPROCESSING_FILE, PROVENANCE_FILE, sha256_file
+from handler.settings import HandlerSettings
 from scripts import build_archive
 
 
@@ -51,7 +52,7 @@ def test_random_weights_archive_carries_everything(tmp_path):
     assert provenance["arch"] == "resnet18" and provenance["weights"] == "random(seed=3)"
     assert provenance["num_classes"] == 1000 and len(provenance["weights_sha256"]) == 64
     assert provenance["model_sha256"] == __import__("hashlib").sha256(model_bytes).hexdigest()
-    assert model_config["handler"]["topk"] == 3 and model_config["batchSize"] >= 1
+    assert HandlerSettings.from_yaml(model_config).topk == 3 and model_config["batchSize"] >= 1
 
 
 def test_same_inputs_same_model(tmp_path):

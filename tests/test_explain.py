@@ -20,12 +20,12 @@ from handler.explain import (
     crop_region,
     occlusion_passes,
     occlusion_saliency,
-    requested_target,
     target_index,
     wants_explanation,
 )
 from handler.model_card import Preprocessing
 from handler.preprocess import to_tensor
+from handler.request import Limits, parse_request, requested_target
 from handler.settings import DEFAULTS, HandlerSettings
 from service.photos import grace_hopper
 from tests import known_answer_model as known
@@ -73,8 +73,9 @@ def test_explanation_follows_exif_orientation(known_model, tmp_path):
     tensor = to_tensor(upright, known.SPEC)
     with torch.inference_mode():
         logits = known_model(tensor[None])[0]
-    found = explainer.explain(known_model, buffer.getvalue(), tensor, logits, None)
-    assert not isinstance(found, RequestError), found
+    result = explainer.explain(known_model, buffer.getvalue(), tensor, logits, None)
+    assert result.ok, result.error
+    found = result.value
     assert found["target"]["label"] == "cat"
     left, _ = known.half_masses(found["grid"])
     assert left > 0.8
@@ -126,6 +127,11 @@ def test_target_read_from_form_json_v2_parameters_and_header():
     assert requested_target({}, {"inputs": [], "parameters": {"target": "tabby"}}, {}) == "tabby"
     assert requested_target({"body": b"x"}, None, {"X-Explain-Target": "tabby"}) == "tabby"
     assert requested_target({"body": b"x"}, None, {}) is None
+    # read with the rest of the request, once (handler/request.py): the parsed request carries it
+    limits = Limits(topk=3, num_classes=1000)
+    assert parse_request({"body": b"x", "target": b" tabby "}, {}, limits).target == "tabby"
+    assert parse_request({"body": b"x"}, {"X-Explain-Target": "7"}, limits).target == "7"
+    assert parse_request({"body": b"x"}, {}, limits).target is None
     assert wants_explanation({"explain": "True"}) and not wants_explanation({"explain": "False"})
     # /predictions: the frontend's own explain: False after a client's "Explain: True" keeps it a prediction
     assert not wants_explanation({"Explain": "True", "explain": "False"}) and not wants_explanation({})
@@ -192,3 +198,33 @@ def test_handler_explains_a_named_class_in_v1_and_v2_shapes(handler_and_context)
     assert status == 200
     output = next(o for o in v2["outputs"] if o["name"] == "explanation")
     assert output["datatype"] == "BYTES" and json.loads(output["data"][0])["target"]["index"] == 3
+
+
+def test_a_broken_image_does_not_take_the_batch_explanation_slot(handler_and_context):
+    """An explanation takes the batch's one explanation slot only once its image decodes: a first
+    explanation request whose image is broken gets its own 415, and the next one is explained, not a 503."""
+    handler_and_context[0].explainer.budget.balance_s = 2.0  # earlier tests spent this worker's budget
+    photo = grace_hopper().read_bytes()
+    explain = {"explain": "True"}
+    (s0, broken), (s1, explained) = run_batch(
+        handler_and_context, [{"body": b"not an image"}, {"body": photo}], [explain, explain]
+    )
+    assert s0 == 415 and broken["type"] == "UnsupportedImage"
+    assert s1 == 200, explained
+    [found] = explained["explanations"]
+    assert found["target"]["index"] == explained["predictions"][0]["index"]
+
+
+def test_an_explanation_request_body_is_read_once(handler_and_context, monkeypatch):
+    """The class to explain is parsed with the rest of the request (handler/request.py): a JSON body
+    (up to max_image_bytes of base64) is parsed once, not again to find its "target"."""
+    handler_and_context[0].explainer.budget.balance_s = 2.0
+    photo = base64.b64encode(grace_hopper().read_bytes()).decode()
+    body = json.dumps({"instances": [{"data": photo}], "target": "5"}).encode()
+    parses = []
+    loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda text, **kw: (parses.append(text is body), loads(text, **kw))[1])
+    [(status, answer)] = run_batch(handler_and_context, [{"body": body}], [{"explain": "True"}])
+    monkeypatch.undo()
+    assert status == 200 and answer["explanations"][0]["target"]["index"] == 5
+    assert sum(parses) == 1

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from handler.answer import error_reply, reply
-from handler.errors import RequestError
+from handler.errors import RequestError, Result
 from handler.request import Limits, ParsedRequest, parse_request
 
 IMAGE = b"\x89PNG\r\n\x1a\n not really a png"
@@ -101,9 +101,9 @@ def test_several_images_per_kserve_request_in_order(body):
 
 def test_one_bad_instance_keeps_its_own_error_and_the_others_their_bytes():
     parsed = parse({"body": {"instances": [B64, "@@@", {"nothing": 1}, B64_OTHER]}})
-    assert parsed.error is None and len(parsed.images) == 4
-    assert parsed.images[0] == IMAGE and parsed.images[3] == OTHER
-    assert parsed.images[1].kind == "InvalidBase64" and parsed.images[2].kind == "MissingImage"
+    assert parsed.error is None and len(parsed.sent) == 4 and parsed.images == (IMAGE, OTHER)
+    assert parsed.sent[0].value == IMAGE and parsed.sent[3].value == OTHER
+    assert parsed.sent[1].error.kind == "InvalidBase64" and parsed.sent[2].error.kind == "MissingImage"
 
 
 def test_images_per_request_are_capped_with_a_413():
@@ -118,18 +118,18 @@ def test_topk_from_v2_parameters():
     assert parse({"body": json.dumps({**V1, "topk": 4}).encode()}).topk == 4
 
 
-def test_plain_answer_unchanged():
-    assert reply(parse({"body": IMAGE}), [TOP2], MODEL) == {"predictions": TOP2, "model": MODEL}
-    assert reply(parse({"body": IMAGE}), [TOP2], MODEL, "random")["warning"] == "random"
+def test_plain_answer_of_one_image():
+    assert reply(parse({"body": IMAGE}), [Result(TOP2)], MODEL) == {"predictions": TOP2, "model": MODEL}
+    assert reply(parse({"body": IMAGE}), [Result(TOP2)], MODEL, "random")["warning"] == "random"
 
 
 def test_v1_answer_has_one_prediction_per_instance():
-    answer = reply(parse({"body": V1}), [TOP2], MODEL)
+    answer = reply(parse({"body": V1}), [Result(TOP2)], MODEL)
     assert answer == {"predictions": [TOP2], "model": MODEL}
 
 
 def test_v2_answer_shape():
-    answer = reply(parse({"body": V2}, "ts-id"), [TOP2], MODEL, "random")
+    answer = reply(parse({"body": V2}, "ts-id"), [Result(TOP2)], MODEL, "random")
     assert answer["model_name"] == "resnet18" and answer["model_version"] == "1.0"
     assert answer["id"] == "req-1"  # the request's own id wins over TorchServe's
     assert answer["parameters"] == {"warning": "random", "weights": "IMAGENET1K_V1", "runtime": "onnxruntime",
@@ -140,26 +140,27 @@ def test_v2_answer_shape():
     assert outputs["probability"]["datatype"] == "FP32" and outputs["probability"]["data"] == [0.5, 0.25]
     assert [o["name"] for o in answer["outputs"]] == ["label", "index", "probability"]  # no error output
     without_id = {"inputs": V2["inputs"]}
-    assert reply(parse({"body": without_id}, "ts-id"), [TOP2], MODEL)["id"] == "ts-id"
-    assert reply(parse({"body": without_id}), [TOP2], MODEL)["id"]  # generated
+    assert reply(parse({"body": without_id}, "ts-id"), [Result(TOP2)], MODEL)["id"] == "ts-id"
+    assert reply(parse({"body": without_id}), [Result(TOP2)], MODEL)["id"]  # generated
 
 
 TOP2_OTHER = [{"label": "dog", "index": 5, "probability": 0.75}, {"label": "cat", "index": 4, "probability": 0.125}]
-BAD = RequestError("not an image", 415, "UnsupportedImage")
+BAD = Result(error=RequestError("not an image", 415, "UnsupportedImage"))
 SEVERAL = {"instances": [B64, B64_OTHER, B64]}
 
 
 def test_several_images_answered_in_order_with_an_error_entry_per_bad_one():
-    v1 = reply(parse({"body": SEVERAL}), [TOP2, BAD, TOP2_OTHER], MODEL)
+    results = [Result(TOP2), BAD, Result(TOP2_OTHER)]
+    v1 = reply(parse({"body": SEVERAL}), results, MODEL)
     bad = {"error": "not an image", "code": 415, "type": "UnsupportedImage"}
     assert v1["predictions"] == [TOP2, bad, TOP2_OTHER] and v1["model"] == MODEL
-    plain = reply(parse({"file1": IMAGE, "file2": OTHER, "file3": IMAGE}), [TOP2, BAD, TOP2_OTHER], MODEL)
+    plain = reply(parse({"file1": IMAGE, "file2": OTHER, "file3": IMAGE}), results, MODEL)
     assert plain["results"] == [{"predictions": TOP2}, bad, {"predictions": TOP2_OTHER}] and plain["model"] == MODEL
 
 
 def test_v2_answer_of_several_images_is_n_by_k_with_an_error_output():
     v2 = {"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": [B64, B64_OTHER, B64]}]}
-    answer = reply(parse({"body": v2}), [TOP2, BAD, TOP2_OTHER], MODEL)
+    answer = reply(parse({"body": v2}), [Result(TOP2), BAD, Result(TOP2_OTHER)], MODEL)
     outputs = {o["name"]: o for o in answer["outputs"]}
     assert all(outputs[name]["shape"] == [3, 2] for name in ("label", "index", "probability"))
     assert outputs["label"]["data"] == ["tabby", "tiger cat", "", "", "dog", "cat"]

@@ -22,7 +22,7 @@ RECORD = {
 def test_provenance_round_trips_the_keys_the_builder_writes():
     provenance = Provenance.from_dict(RECORD)
     assert provenance.random_weights and provenance.quantized_engine is None
-    assert provenance.to_dict() == RECORD  # unset optional facts stay out, as before
+    assert provenance.to_dict() == RECORD  # unset optional facts are left out
 
 
 def test_provenance_from_a_newer_builder_still_loads():

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from handler.errors import RequestError
+from handler.errors import RequestError, Result
 from handler.request import Limits, ParsedRequest, parse_request
 
 IMAGE = b"\xff\xd8\xff\xe0 not really a jpeg"
@@ -23,10 +23,10 @@ def image_of(request: dict, max_bytes: int | None = None) -> bytes:
     parsed = parse(request, max_bytes=max_bytes)
     if parsed.error is not None:
         raise parsed.error
-    for image in parsed.images:  # a request of several: the first image's own error
-        if isinstance(image, RequestError):
-            raise image
-    assert len(parsed.images) == 1
+    for image in parsed.sent:  # a request of several: the first image's own error
+        if image.error is not None:
+            raise image.error
+    assert len(parsed.sent) == 1
     return parsed.images[0]
 
 
@@ -97,13 +97,14 @@ def test_topk_out_of_range(value):
 
 
 def test_a_bad_topk_is_reported_before_a_missing_image():
-    """The order the handler always checked in: top-k, then the image."""
+    """Top-k is checked before the image."""
     assert parse({"topk": b"0"}).error.kind == "InvalidParameter"
 
 
 def test_a_parsed_request_is_frozen_and_holds_its_images_as_a_tuple():
     parsed = parse({"body": IMAGE})
-    assert parsed == ParsedRequest("plain", None, topk=3, images=(IMAGE,))
+    assert parsed == ParsedRequest("plain", None, topk=3, sent=(Result(IMAGE),))
+    assert parsed.images == (IMAGE,)
     with pytest.raises(AttributeError):
         parsed.topk = 5  # type: ignore[misc]
 
@@ -123,8 +124,8 @@ def test_a_raw_body_is_one_image_whatever_else_the_request_carries():
 
 def test_one_oversized_image_of_several_gets_its_own_413():
     parsed = parse({"a": IMAGE, "b": IMAGE + b"more"}, max_bytes=len(IMAGE))
-    assert parsed.error is None and parsed.images[0] == IMAGE
-    assert parsed.images[1].status == 413 and parsed.images[1].kind == "ImageTooLarge"
+    assert parsed.error is None and parsed.images == (IMAGE,) and parsed.sent[0].value == IMAGE
+    assert parsed.sent[1].error.status == 413 and parsed.sent[1].error.kind == "ImageTooLarge"
 
 
 def test_a_json_list_of_images():
