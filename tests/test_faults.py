@@ -15,9 +15,9 @@ import psutil
 import pytest
 import requests
 
+from service.local.torchserve import TORCHSERVE_PID_FILE, TorchServe
 from service.photos import grace_hopper
 from service.processes import PID_FILE, group_members, running_pid
-from service.server import TORCHSERVE_PID_FILE, TorchServe
 from tests.conftest import MODEL, ROOT
 
 pytestmark = pytest.mark.server

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.client import Settings
+from service.bench.soak import soak
+from service.client.api import Settings
 from service.photos import grace_hopper, photos
 from service.properties import read_properties
-from service.soak import soak
 from tests.conftest import MODEL, ROOT, SERVED
 from tests.test_images import Case, bad_inputs, good_inputs
 from tests.test_server import assert_same_predictions, expected_predictions

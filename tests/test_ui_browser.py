@@ -22,13 +22,13 @@ from playwright.sync_api import expect, sync_playwright
 
 from handler.settings import DEFAULTS
 from scripts import finetune
-from service.client import read_keys
+from service.client.api import read_keys
 from service.finetune.demo import make_demo_data
+from service.local.torchserve import TorchServe, free_port
+from service.local.ui_launch import start_ui
 from service.names import MODEL_CONFIG
 from service.photos import grace_hopper, photos
 from service.processes import stop_group
-from service.server import TorchServe, free_port
-from service.ui_launch import start_ui
 from tests.conftest import MODEL, ROOT
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The image's main process (Dockerfile CMD): TorchServe on loopback behind its doors, supervised so that
-the container exits non-zero when any of them dies (service/supervisor.py).
+the container exits non-zero when any of them dies (service/container/supervisor.py).
 
 The doors listen on every interface at the public ports (service/names.py): the nginx front for HTTP
-(service/front.py) and the gRPC gateway with the OIP metadata server (service/gateway). Both are
-bounded by service/memory_budget.py, so no client reaches TorchServe's own ports.
+(service/doors/front.py) and the gRPC gateway with the OIP metadata server (service/doors/gateway). Both are
+bounded by service/doors/budget.py, so no client reaches TorchServe's own ports.
 
   TS_CONFIG_FILE   TorchServe's config; its addresses are what the doors stand before
   FRONT_HOST       where the doors listen (default 0.0.0.0)
@@ -24,11 +24,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from service.front import Doors, nginx_config
-from service.fronted import gateway_command
+from service.container.supervisor import Service, Supervisor
+from service.doors.front import Doors, nginx_config
+from service.local.fronted import gateway_command
 from service.names import OIP_METADATA_PORT, PUBLIC_PORTS
 from service.properties import read_properties
-from service.supervisor import Service, Supervisor
 
 CONFIG = "/srv/app/deploy/docker/config.properties"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Container health probe for TorchServe: a thin CLI over the project's client (service.client).
+"""Container health probe for TorchServe: a thin CLI over the project's client (service.client.api).
 
   probe.py live    GET /ping answers 200 (the server process answers)
   probe.py ready   live, and every registered model has at least minWorkers (>= 1) workers READY
@@ -18,12 +18,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: /srv/app in the image
+import requests
 
-import requests  # noqa: E402
-
-from service.client import Endpoints, TorchServeClient, ready_workers  # noqa: E402
-from service.properties import read_properties  # noqa: E402
+from service.client.api import Endpoints, TorchServeClient, ready_workers
+from service.properties import read_properties
 
 DEFAULT_CONFIG = "/srv/app/deploy/docker/config.properties"
 TIMEOUT = float(os.environ.get("PROBE_TIMEOUT", "4"))

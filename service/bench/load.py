@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from service.stats import percentile
+from service.bench.stats import percentile
 
 
 @dataclass(frozen=True)

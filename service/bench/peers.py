@@ -14,9 +14,9 @@ from pathlib import Path
 
 from handler.settings import DEFAULTS
 from service.bench.load import Cell, Target, measure
+from service.local.torchserve import free_port
 from service.names import ROOT
 from service.processes import stop_group
-from service.server import free_port
 
 FLASK_BASELINE = ROOT / "scripts" / "baseline_flask.py"
 LITSERVE_BASELINE = ROOT / "scripts" / "baseline_litserve.py"

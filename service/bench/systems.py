@@ -16,10 +16,10 @@ from handler.cores import available_cores
 from service.archive import BuildRequest, build
 from service.archive.export import cpu_has_bf16
 from service.bench.load import Cell, Target, drive, measure
-from service.client import TorchServeClient
+from service.client.api import TorchServeClient
+from service.local.torchserve import TorchServe
 from service.names import DEFAULT_MODEL
 from service.photos import grace_hopper, phone_photo_jpeg, photos
-from service.server import TorchServe
 
 JIT_WARM_S = 12.0  # unmeasured mixed load on each server before its first cell
 

@@ -151,7 +151,7 @@ def test_compose_ui_service_beside_it(stack, server, built_image, container_figu
     container_figures["ui_healthy_s"] = round(ui.wait_healthy(120), 1)
     health = requests.get(f"{ui.url(UI_PORT)}/_stcore/health", timeout=10)
     assert health.status_code == 200 and health.text == "ok"
-    check = "from service.client import Settings; c = Settings.from_env().client(timeout=10); " \
+    check = "from service.client.api import Settings; c = Settings.from_env().client(timeout=10); " \
             "print(c.ping().status_code, c.list_models().status_code)"
     result = ui.exec("python", "-c", check)
     assert result.stdout.split() == ["200", "200"], result.stdout + result.stderr

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import requests
 
-from service.client import TorchServeClient
+from service.bench.stats import percentile_ms
+from service.client.api import TorchServeClient
 from service.names import DEFAULT_MODEL
-from service.stats import percentile_ms
 
 
 def worker_memory(client: TorchServeClient, model: str) -> dict[int, int]:

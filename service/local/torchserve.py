@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from service.client import Endpoints, TorchServeClient, ready_workers
+from service.client.api import Endpoints, TorchServeClient, ready_workers
 from service.names import CONFIG, DOORS_FILE_NAME, KEY_FILE_NAME, LOG_CONFIG, METRICS_CONFIG, MODEL_STORE, RUN_DIR
 from service.photos import warm_up_jpeg
 from service.processes import PID_FILE, Started, read_pid, running_pid, stop_group, write_pid
@@ -54,7 +54,7 @@ def torchserve_endpoints(run_dir: Path) -> Endpoints | None:
 
 def server_endpoints(run_dir: Path) -> Endpoints | None:
     """Where a client reaches the server whose run directory this is: the doors' public addresses
-    (doors.json, written by service/fronted.py) or, for a TorchServe without doors, its own."""
+    (doors.json, written by service/local/fronted.py) or, for a TorchServe without doors, its own."""
     doors = Path(run_dir) / DOORS_FILE_NAME
     if doors.is_file():
         public = {door: "http://" + address.replace("0.0.0.0:", "127.0.0.1:")

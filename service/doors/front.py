@@ -4,13 +4,13 @@ TorchServe's frontend reads a whole request (an HTTP body or a gRPC message) int
 looks at anything, and has no bound on how many it reads at once: 24 HTTP uploads of 41 MiB in a
 2 GiB pod exhausted its direct memory, and 48 gRPC calls of 41 MiB with a valid key killed the JVM.
 So no client reaches TorchServe directly: it listens on loopback only, and the public ports are doors
-(`Doors`): the HTTP ones here, the gRPC ones in service/gateway (which calls these HTTP doors).
+(`Doors`): the HTTP ones here, the gRPC ones in service/doors/gateway (which calls these HTTP doors).
 - inference: bodies spooled over a small buffer to disk, a body over the limit answered 413 before it
-  is read, at most a few bodies of each size class passed on at a time (memory_budget.py);
+  is read, at most a few bodies of each size class passed on at a time (service/doors/budget.py);
 - management and metrics: bodies of at most `control_body_bytes`.
 Every refusal is immediate JSON in TorchServe's error shape. A client that sends its request too slowly
 is dropped after `slow_client_s`. The Open Inference Protocol's model metadata and readiness, which
-TorchServe does not serve, go to service/oip.py's server when one is given.
+TorchServe does not serve, go to service/doors/oip.py's server when one is given.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from service.memory_budget import BUDGET, MemoryBudget
+from service.doors.budget import BUDGET, MemoryBudget
 from service.names import PUBLIC_PORTS
 from service.processes import Started, stop_group
 
@@ -112,7 +112,7 @@ def _proxy(target: str) -> str:
 
 
 def _inference_server(doors: Doors, budget: MemoryBudget) -> str:
-    """Inference over HTTP: each body class to its upstream; OIP metadata and readiness to service/oip.py."""
+    """Inference over HTTP: each body class to its upstream; OIP metadata and readiness to service/doors/oip.py."""
     oip = "" if doors.oip is None else f"""    location ~ "^/v2/models/[^/]+(/versions/[^/]+)?(/ready)?$" {{
       limit_except GET {{ deny all; }}
 {_proxy("oip")}
@@ -162,7 +162,7 @@ def nginx_config(doors: Doors, run_dir: Path, budget: MemoryBudget = BUDGET) -> 
     user = "user root;\n" if os.geteuid() == 0 else ""
     servers = (_inference_server(doors, budget)
                + _control_server("management", doors, budget) + _control_server("metrics", doors, budget))
-    return f"""# Rendered by service/front.py from service/memory_budget.py; do not edit.
+    return f"""# Rendered by service/doors/front.py from service/doors/budget.py; do not edit.
 {user}worker_processes 1;
 daemon off;
 pid {run_dir / "nginx.pid"};

@@ -15,9 +15,9 @@ from pathlib import Path
 import requests
 import yaml
 
-from service.metrics_query import PrometheusAPI
+from service.local.torchserve import free_port
 from service.processes import Started, stop_group
-from service.server import free_port
+from ui.metrics_query import PrometheusAPI
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

@@ -1,7 +1,7 @@
 """The service's memory budget: the one place that says how much memory the worst legal traffic needs.
 
 Every figure is a measurement (docs/RELIABILITY.md, "Memory budget", says how each was taken) or
-a limit the service enforces. The front (service/front.py: nginx in the container) bounds how many
+a limit the service enforces. The front (service/doors/front.py: nginx in the container) bounds how many
 request bodies reach TorchServe at once, by size class, so the frontend's direct memory, its
 queue and the bodies in the workers are bounded by design, whatever the burst; the JVM flags
 keep the frontend inside its share; the pod's memory limit is the total with a margin.
@@ -59,7 +59,7 @@ class MemoryBudget:
     # Measured: the frontend's RSS beyond heap and direct memory (metaspace, code, threads, GC).
     jvm_overhead_mib: int = 160
     front_connections: int = 256  # nginx: requests being received at once; more get 503 at once
-    # The gRPC gateway (service/gateway) spools messages to disk and admits them by the same size classes
+    # The gRPC gateway (service/doors/gateway) spools messages to disk and admits them by the same size classes
     # as the front (more get RESOURCE_EXHAUSTED at once); an admitted message is in memory twice (read from
     # the spool, parsed) while it is sent on as an HTTP body, inside the front's classes. Measured: 62 MiB
     # RSS at rest, 145 MiB at the peak of 48 calls of 41 MiB (tests/test_doors.py's burst).
