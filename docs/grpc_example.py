@@ -11,6 +11,7 @@ import os
 import sys
 
 import grpc
+
 from service.client.grpc_api import bearer, stubs
 
 ADDRESS = os.environ.get("GRPC_ADDRESS", "127.0.0.1:7070")

@@ -27,6 +27,12 @@ DEFAULT_KEY_FILE = RUN_DIR / KEY_FILE_NAME
 # Corrections collected by the UI (ui/feedback_store.py), in ImageFolder layout for `make finetune DATA=...`.
 FEEDBACK_DIR = RUN_DIR / "feedback"
 
+# Inside the image (Dockerfile): the checkout, TorchServe's config and the run volume with its key file.
+IMAGE_ROOT = Path("/srv/app")
+IMAGE_CONFIG = IMAGE_ROOT / "deploy" / "docker" / "config.properties"
+IMAGE_RUN_DIR = Path("/srv/run")
+IMAGE_KEY_FILE = IMAGE_RUN_DIR / KEY_FILE_NAME
+
 # The model `make run` builds and the clients call when told nothing else.
 DEFAULT_MODEL = "resnet18"
 

@@ -24,9 +24,9 @@ import pytest
 import requests
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from service.client.grpc_api import GrpcClient, bearer, output_data, refusal, stubs
 from tritonclient.utils import InferenceServerException
 
+from service.client.grpc_api import GrpcClient, bearer, output_data, refusal, stubs
 from service.doors.budget import BUDGET
 from service.local.fronted import FrontedTorchServe
 from service.names import ROOT

@@ -53,7 +53,8 @@ class MemoryBudget:
     # A body arrives in a worker as bytes TorchServe's protocol read, the request dict's copy and
     # the decoded base64 or multipart part: three copies at most.
     body_copies_in_worker: int = 3
-    max_request_bytes: int = 42 * MiB  # max_image_bytes (30 MiB) base64-encoded, with room for the envelope
+    max_image_bytes: int = DEFAULTS.max_image_bytes
+    envelope_mib: int = 2  # JSON or multipart around a base64 image at the limit
     jvm_heap_mib: int = 256
     jvm_direct_mib: int = 256
     # Measured: the frontend's RSS beyond heap and direct memory (metaspace, code, threads, GC).
@@ -73,6 +74,12 @@ class MemoryBudget:
     front_buffer_kib: int = 128  # a body larger than this is spooled to disk, not memory
     front_base_mib: int = 16
     margin: float = 0.15
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest body or message any door takes (config.properties' max_request_size too): an image
+        at max_image_bytes base64-encoded (4/3), in whole MiB, with room for its envelope."""
+        return (math.ceil(self.max_image_bytes * 4 / 3 / MiB) + self.envelope_mib) * MiB
 
     @property
     def body_classes(self) -> tuple[BodyClass, ...]:

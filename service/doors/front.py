@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import requests
 
 from service.doors.budget import BUDGET, MemoryBudget
 from service.names import PUBLIC_PORTS
-from service.processes import Started, stop_group
+from service.processes import Started, stop_group, wait_until
 
 NGINX = "nginx"
 
@@ -221,16 +220,8 @@ class Front(Started):
 
     def wait_ready(self, timeout: float = 10) -> None:
         """Until nginx answers (any status: TorchServe behind it may still be starting)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}")
-            try:
-                requests.get(f"{self.url}/ping", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise TimeoutError(f"nginx did not answer on {self.doors.public['inference']} within {timeout:.0f} s")
+        wait_until(lambda: requests.get(f"{self.url}/ping", timeout=1), timeout,
+                   f"nginx on {self.doors.public['inference']}", self.process, 0.1)
 
     def stop(self, timeout: float = 10) -> None:
         if self.process is not None:

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 import requests
-from service.client.grpc_api import GrpcClient, stubs
 
+from service.client.grpc_api import GrpcClient, stubs
 from service.doors.budget import BUDGET
 from service.names import DEFAULT_MODEL, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT, INFERENCE_PORT, MANAGEMENT_PORT
 from service.photos import grace_hopper
