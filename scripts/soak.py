@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.bench.soak import passed, soak
+from service.bench.soak import SoakPlan, passed, soak
 from service.local.torchserve import TorchServe, client_for, server_endpoints
 from service.names import DEFAULT_MODEL, MODEL_STORE
 from service.photos import grace_hopper
@@ -47,8 +47,8 @@ def loopback_problem(run_dir: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = {"model": args.model, "duration": args.duration, "factor": args.factor, "measure": args.measure,
-               "clients": args.clients}
+    options = {"model": args.model,
+               "plan": SoakPlan(args.duration, args.factor, args.measure, args.clients)}
     image = grace_hopper().read_bytes()
     if args.run_dir:
         if problem := loopback_problem(args.run_dir):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.bench.soak import soak
+from service.bench.soak import SoakPlan, soak
 from service.client.api import Settings
 from service.photos import grace_hopper, photos
 from service.properties import read_properties
@@ -147,8 +147,8 @@ def test_readme_curl_examples(torchserve, tmp_path):
 def test_overload_soak_sheds_with_503_and_recovers(torchserve, client, output_dir):
     """About twice the measured capacity: all answered (200 or a fast 503), same workers, latency back."""
     duration = float(os.environ.get("SOAK_SECONDS", "20"))
-    figures = soak(client, grace_hopper().read_bytes(), MODEL, duration=duration, factor=2.0, measure=6, clients=4,
-                   timeout=60, log=print)
+    plan = SoakPlan(duration=duration, factor=2.0, measure=6, clients=4, timeout=60)
+    figures = soak(client, grace_hopper().read_bytes(), plan, MODEL)
     (output_dir / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
     overload = figures["overload"]
     assert overload["unanswered"] == 0 and overload["requests"] == overload["sent"]

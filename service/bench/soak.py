@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import psutil
 import requests
@@ -117,18 +118,22 @@ def _mib(memory: dict[int, int]) -> dict[str, float]:
     return {str(pid): round(rss / 2**20, 1) for pid, rss in memory.items()}
 
 
-def soak(
-    client: TorchServeClient,
-    image: bytes,
-    model: str = DEFAULT_MODEL,
-    duration: float = 180,
-    factor: float = 2.0,
-    measure: float = 10,
-    clients: int = 8,
-    timeout: float = 60,
-    log: Callable[[str], object] = print,
-) -> dict:
+@dataclass(frozen=True)
+class SoakPlan:
+    """The soak's phases: capacity measured for `measure` s with `clients` closed-loop clients, then
+    `factor` times that rate offered for `duration` s, then recovery; `timeout` per request."""
+
+    duration: float = 180
+    factor: float = 2.0
+    measure: float = 10
+    clients: int = 8
+    timeout: float = 60
+
+
+def soak(client: TorchServeClient, image: bytes, plan: SoakPlan = SoakPlan(), model: str = DEFAULT_MODEL,
+         log: Callable[[str], object] = print) -> dict:
     """The three phases against a running server; the figures as one JSON-ready dict."""
+    duration, factor, measure, clients, timeout = plan.duration, plan.factor, plan.measure, plan.clients, plan.timeout
     before = worker_memory(client, model)
     log(f"workers before (MiB): {_mib(before)}")
 
