@@ -39,7 +39,9 @@ def worker_memory(client: TorchServeClient, model: str) -> dict[int, int]:
 
 
 class Load:
-    """Sends one image over and over; records each answer's status and latency."""
+    """Sends one image over and over; records each answer's status and latency, and the refusals' messages.
+    The soak's and the fault tests' load (the benchmark's own, load.ClosedLoop, is leaner: http.client and
+    no bookkeeping per request, because its per-request cost is part of what it measures)."""
 
     def __init__(self, client: TorchServeClient, model: str, image: bytes, timeout: float) -> None:
         self.url = f"{client.endpoints.inference}/predictions/{model}"
@@ -71,11 +73,13 @@ class Load:
         with self.lock:
             self.results.append((sent, status, time.monotonic() - sent))
 
-    def closed_loop(self, clients: int, seconds: float) -> None:
+    def closed_loop(self, clients: int, seconds: float = float("inf"), until: threading.Event | None = None) -> None:
+        """`clients` clients each sending the next request when the last is answered, for `seconds` or
+        until `until` is set (the fault tests run it in the background while they break things)."""
         deadline = time.monotonic() + seconds
 
         def loop() -> None:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (until and until.is_set()):
                 self.one()
 
         threads = [threading.Thread(target=loop) for _ in range(clients)]
