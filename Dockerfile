@@ -9,7 +9,7 @@
 #
 # Ports (the doors before TorchServe, which listens on loopback only): 8080 inference, 8081 management,
 # 8082 metrics (Prometheus, no token) through the nginx front; 7070 gRPC inference and OIP, 7071 gRPC
-# management through the gRPC gateway. Each is bounded by service/memory_budget.py.
+# management through the gRPC gateway. Each is bounded by service/doors/budget.py.
 # Every step is the command `make setup` / `make archive` runs: pip install -r requirements.txt
 # (the runtime half of requirements-dev.txt) and scripts/build_archive.py.
 
@@ -60,7 +60,7 @@ RUN case "$WEIGHTS" in \
     esac \
     && TORCH_HOME=/tmp/torch-home python scripts/build_archive.py --force "$@" \
     && rm -rf /tmp/torch-home weights \
-    && python -m service.grpc_client \
+    && python -m service.client.grpc_api \
     && python -c "import compileall, sys; sys.exit(not compileall.compile_dir('/srv/app', quiet=1))"
 
 # Non-root; the code and the archive stay root-owned and read-only for it.
@@ -84,7 +84,7 @@ HEALTHCHECK --interval=15s --timeout=6s --start-period=120s --retries=3 \
     CMD ["python", "/srv/app/deploy/docker/probe.py", "ready"]
 
 # deploy/docker/entrypoint.py runs the doors (the nginx front on 8080-8082, the gRPC gateway on 7070/7071:
-# bounded bodies, early 413/503/RESOURCE_EXHAUSTED; service/front.py, service/gateway, memory_budget.py)
+# bounded bodies, early 413/503/RESOURCE_EXHAUSTED; service/doors/front.py, service/doors/gateway, service/doors/budget.py)
 # before TorchServe on loopback (deploy/docker/config.properties), and exits 1 when any of them dies, 0
 # after a requested stop.
 # tini: PID 1, reaps zombies; -g and -e 143 keep a SIGTERM'd stop a clean exit.

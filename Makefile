@@ -31,7 +31,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(PY) -m service.grpc_client
+	$(PY) -m service.client.grpc_api
 	touch $@
 
 # An existing archive is reused unless WEIGHTS=..., RUNTIME=..., PRECISION=... or FORCE=1 asks for a new one.
@@ -46,7 +46,7 @@ run: archive run-deps
 serve: archive run-deps
 	$(PY) scripts/serve.py start
 
-# Debian's nginx: the front `make run` puts before TorchServe, as the image does (service/front.py).
+# Debian's nginx: the front `make run` puts before TorchServe, as the image does (service/doors/front.py).
 run-deps:
 	@test -x /usr/sbin/nginx || { echo "installing Debian's nginx (the front before TorchServe)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -93,7 +93,7 @@ lint: $(STAMP)
 # Removes only what the build made and can remake (test output, run state, the default archive when the
 # builder made it); keeps var/feedback, fine-tuned and bring-your-own archives and reports (scripts/clean.py).
 clean:
-	$(PYTHON) scripts/clean.py
+	$(PYTHON) -m scripts.clean
 
 # Served throughput/latency per runtime vs its in-process limit, LitServe and a Flask baseline (about 7 minutes);
 # writes docs/PERFORMANCE.md and docs/performance.json. BENCH_ARGS=--sweep for the config sweep.

@@ -3,7 +3,7 @@
   .venv/bin/python docs/grpc_example.py PHOTO [PHOTO ...]
 
 Stubs come from the protos inside the installed TorchServe's jar (`make setup` generates them into
-service/grpc_stubs/); the token is the inference key from var/key_file.json, sent as metadata.
+service/client/grpc_stubs/); the token is the inference key from var/key_file.json, sent as metadata.
 """
 
 import json
@@ -12,7 +12,7 @@ import sys
 
 import grpc
 
-from service.grpc_client import bearer, stubs
+from service.client.grpc_api import bearer, stubs
 
 ADDRESS = os.environ.get("GRPC_ADDRESS", "127.0.0.1:7070")
 KEY_FILE = os.environ.get("KEY_FILE", "var/key_file.json")

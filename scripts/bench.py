@@ -29,11 +29,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from service.bench.ceiling import CEILING_BEGIN, CEILING_END, ceiling_markdown, run_ceiling  # noqa: E402
-from service.bench.report import (  # noqa: E402
+from service.bench.ceiling import CEILING_BEGIN, CEILING_END, ceiling_markdown, run_ceiling
+from service.bench.report import (
     BEGIN,
     DOC,
     END,
@@ -47,7 +44,8 @@ from service.bench.report import (  # noqa: E402
     sweep_markdown,
     write_docs,
 )
-from service.bench.runs import LEVELS, BenchOptions, run_bench, run_profile, run_sweep  # noqa: E402
+from service.bench.runs import LEVELS, BenchOptions, run_bench, run_profile, run_sweep
+from service.names import ROOT
 
 warnings.filterwarnings("ignore")
 

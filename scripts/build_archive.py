@@ -27,23 +27,12 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from handler.runtime import RUNTIMES  # noqa: E402
-from service.archive import BuildError, BuildRequest  # noqa: E402
-from service.archive import build as build_request  # noqa: E402
-from service.archive.builder import DEFAULT_ARCH  # noqa: E402
-from service.archive.calibration import calibration_batches  # noqa: E402, F401 (re-exported, see below)
-from service.archive.export import PRECISIONS  # noqa: E402
-from service.archive.quantize import quantize_int8  # noqa: E402, F401
-from service.archive.sources import preprocessing_of  # noqa: E402, F401
-from service.names import DEFAULT_MODEL, MODEL_CONFIG, MODEL_STORE  # noqa: E402
-
-# calibration_batches, quantize_int8, preprocessing_of and this name are still imported from here by
-# tests/conftest.py, test_performance.py, test_preprocess.py and test_reliability.py; new code imports
-# them from service.archive and service.names.
-DEFAULT_MODEL_CONFIG = MODEL_CONFIG
+from handler.runtime import RUNTIMES
+from service.archive import BuildError, BuildRequest
+from service.archive import build as build_request
+from service.archive.builder import DEFAULT_ARCH
+from service.archive.export import PRECISIONS
+from service.names import DEFAULT_MODEL, MODEL_CONFIG, MODEL_STORE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

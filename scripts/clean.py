@@ -16,9 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.names import DEFAULT_MODEL, FEEDBACK_DIR, MODEL_STORE, ROOT, RUN_DIR  # noqa: E402
+from service.names import DEFAULT_MODEL, FEEDBACK_DIR, MODEL_STORE, ROOT, RUN_DIR
 
 TEST_OUTPUT = ROOT / "test-output"
 PROVENANCE = "provenance.json"

@@ -18,13 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from service.archive.builder import DEFAULT_ARCH  # noqa: E402
-from service.finetune import FinetuneError, FinetuneRequest, TrainConfig, finetune  # noqa: E402
-from service.finetune.demo import make_demo_data  # noqa: E402
-from service.names import MODEL_CONFIG, MODEL_STORE  # noqa: E402
+from service.archive.builder import DEFAULT_ARCH
+from service.finetune import FinetuneError, FinetuneRequest, TrainConfig, finetune
+from service.finetune.demo import make_demo_data
+from service.names import MODEL_CONFIG, MODEL_STORE
 
 DEFAULTS = TrainConfig()
 

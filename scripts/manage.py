@@ -4,7 +4,7 @@ python scripts/manage.py models
 python scripts/manage.py describe resnet18
 python scripts/manage.py scale resnet18 3        # min = max = 3 workers
 
-The client and the key file handling are service/client.py's; this is the command line.
+The client and the key file handling are service/client/api.py's; this is the command line.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.names import RUN_DIR  # noqa: E402
-from service.server import client_for  # noqa: E402
+from service.local.torchserve import client_for
+from service.names import RUN_DIR
 
 
 def main(argv: list[str] | None = None) -> int:

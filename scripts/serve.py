@@ -8,7 +8,7 @@
 
 TorchServe listens on loopback ports only; clients use the doors on the public ports (the nginx front
 for HTTP, the gRPC gateway), as in the container image. The work is done by the service package
-(service/fronted.py, service/ui_launch.py); this file is the command line and the banner.
+(service/local/fronted.py, service/local/ui_launch.py); this file is the command line and the banner.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.client import Settings  # noqa: E402
-from service.fronted import FrontedTorchServe  # noqa: E402
-from service.names import MODEL_STORE, RUN_DIR, UI_APP, UI_PORT  # noqa: E402
-from service.processes import running_pid, stop_group  # noqa: E402
-from service.server import TorchServe  # noqa: E402
-from service.ui_launch import exec_ui, start_ui  # noqa: E402
+from service.client.api import Settings
+from service.local.fronted import FrontedTorchServe
+from service.local.torchserve import TorchServe
+from service.local.ui_launch import exec_ui, start_ui
+from service.names import MODEL_STORE, RUN_DIR, UI_APP, UI_PORT
+from service.processes import running_pid, stop_group
 
 
 def print_banner(server: FrontedTorchServe, models: dict[str, dict], ui_port: int | None) -> None:

@@ -4,7 +4,7 @@
   python scripts/soak.py --duration 30        # shorter
   python scripts/soak.py --run-dir var        # against a running server (make serve)
 
-Loopback only. The phases and figures are service/soak.py's; this is the command line.
+Loopback only. The phases and figures are service/bench/soak.py's; this is the command line.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.names import DEFAULT_MODEL, MODEL_STORE  # noqa: E402
-from service.photos import grace_hopper  # noqa: E402
-from service.server import TorchServe, client_for, server_endpoints  # noqa: E402
-from service.soak import passed, soak  # noqa: E402
+from service.bench.soak import SoakPlan, passed, soak
+from service.local.torchserve import TorchServe, client_for, server_endpoints
+from service.names import DEFAULT_MODEL, MODEL_STORE
+from service.photos import grace_hopper
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,8 +47,8 @@ def loopback_problem(run_dir: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = {"model": args.model, "duration": args.duration, "factor": args.factor, "measure": args.measure,
-               "clients": args.clients}
+    options = {"model": args.model,
+               "plan": SoakPlan(args.duration, args.factor, args.measure, args.clients)}
     image = grace_hopper().read_bytes()
     if args.run_dir:
         if problem := loopback_problem(args.run_dir):

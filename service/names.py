@@ -18,20 +18,26 @@ METRICS_CONFIG = ROOT / "config" / "metrics.yaml"
 MODEL_STORE = ROOT / "model_store"
 HANDLER_PACKAGE = ROOT / "handler"
 UI_APP = ROOT / "ui" / "app.py"
-# The UI with the operator page too (service/operator.py: OPERATOR_ENV turns it on).
+# The UI with the operator page too (ui/operator_data.py: OPERATOR_ENV turns it on).
 UI_OPERATOR_APP = ROOT / "ui" / "operator_app.py"
 # A running server's files (`make run` / `make serve`): rendered config, key file, logs, PID file.
 RUN_DIR = ROOT / "var"
 KEY_FILE_NAME = "key_file.json"
 DEFAULT_KEY_FILE = RUN_DIR / KEY_FILE_NAME
-# Corrections collected by the UI (service/feedback.py), in ImageFolder layout for `make finetune DATA=...`.
+# Corrections collected by the UI (ui/feedback_store.py), in ImageFolder layout for `make finetune DATA=...`.
 FEEDBACK_DIR = RUN_DIR / "feedback"
+
+# Inside the image (Dockerfile): the checkout, TorchServe's config and the run volume with its key file.
+IMAGE_ROOT = Path("/srv/app")
+IMAGE_CONFIG = IMAGE_ROOT / "deploy" / "docker" / "config.properties"
+IMAGE_RUN_DIR = Path("/srv/run")
+IMAGE_KEY_FILE = IMAGE_RUN_DIR / KEY_FILE_NAME
 
 # The model `make run` builds and the clients call when told nothing else.
 DEFAULT_MODEL = "resnet18"
 
 # The ports clients use (`make run` on loopback, the image on every interface): the front's doors
-# (service/front.py), each before TorchServe's own listener on a loopback port of config.properties.
+# (service/doors/front.py), each before TorchServe's own listener on a loopback port of config.properties.
 INFERENCE_PORT = 8080
 MANAGEMENT_PORT = 8081
 METRICS_PORT = 8082
@@ -44,7 +50,7 @@ PUBLIC_PORTS = {
     "grpc_inference": GRPC_INFERENCE_PORT,
     "grpc_management": GRPC_MANAGEMENT_PORT,
 }
-# The OIP metadata server (service/oip.py) behind the front, on loopback beside TorchServe's own ports.
+# The OIP metadata server (service/doors/oip.py) behind the front, on loopback beside TorchServe's own ports.
 OIP_METADATA_PORT = 8076
 # A running front's public addresses, written beside config.properties in its run directory.
 DOORS_FILE_NAME = "doors.json"

@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 PID_FILE = "server.pid"
+T = TypeVar("T")
 
 
 def write_pid(run_dir: Path, pid: int, name: str = PID_FILE) -> None:
@@ -93,6 +97,27 @@ def stop_group(pid: int, timeout: float, since: float = 0.0) -> None:
             time.sleep(0.1)
         if not members:
             return
+
+
+def wait_until(ready: Callable[[], T | None], timeout: float, what: str, process: subprocess.Popen | None = None,
+               step: float = 0.3) -> T:
+    """Poll `ready()` until it returns something (None, or an OSError/ValueError/KeyError such as a refused
+    connection or a half-written answer, means not yet). Fails at once if `process` exits, else with a
+    TimeoutError naming `what` (and where to look) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            name, _, where = what.partition(";")
+            raise RuntimeError(f"{name} exited with {process.returncode}" + (f";{where}" if where else ""))
+        try:
+            result = ready()
+        except (OSError, ValueError, KeyError):
+            result = None
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+        time.sleep(step)
 
 
 class Started:

@@ -16,9 +16,9 @@ sys.path.insert(0, str(ROOT))
 from handler.model_card import MODEL_FILE, ModelCard  # noqa: E402
 from handler.settings import HandlerSettings  # noqa: E402
 from scripts import build_archive  # noqa: E402
+from service.local.torchserve import TorchServe  # noqa: E402
 from service.names import DEFAULT_MODEL as MODEL  # noqa: E402
 from service.names import MODEL_CONFIG  # noqa: E402
-from service.server import TorchServe  # noqa: E402
 
 # Batching on, with a delay long enough that concurrent test requests share a batch.
 TEST_MODEL_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 150}

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.client import read_keys
-from service.server import TorchServe, free_port
+from service.client.api import read_keys
+from service.local.torchserve import TorchServe, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER_CONFIG = ROOT / "deploy" / "docker" / "config.properties"

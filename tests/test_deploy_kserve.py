@@ -15,8 +15,8 @@ import pytest
 import requests
 from PIL import Image
 
+from service.local.torchserve import TorchServe, free_port
 from service.properties import read_properties
-from service.server import TorchServe, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KSERVE_CONFIG = ROOT / "deploy" / "kserve" / "config.properties"

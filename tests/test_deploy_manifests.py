@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.memory_budget import BUDGET
+from service.doors.budget import BUDGET
 from service.names import MODEL_CONFIG, PUBLIC_PORTS
 from service.properties import read_properties
 
@@ -166,7 +166,7 @@ def test_dockerfile_runtime_settings():
     assert command[0] == "python" and in_checkout(command[1]) == ROOT / "deploy" / "docker" / "entrypoint.py"
     env = image_env()
     assert in_checkout(env["TS_CONFIG_FILE"]) == CONFIGS["docker"]
-    assert env["PYTHONPATH"] == str(IMAGE_ROOT)  # the probe imports service.client from there
+    assert env["PYTHONPATH"] == str(IMAGE_ROOT)  # the probe imports service.client.api from there
     healthcheck = json.loads(last("HEALTHCHECK").split(" CMD ", 1)[1])
     assert healthcheck[0] == "python" and healthcheck[2] == "ready" and in_checkout(healthcheck[1]).is_file()
     exposed = {int(port) for port in last("EXPOSE").split()}
@@ -362,7 +362,7 @@ def check_pod_sizing(resources: dict) -> None:
     threads = model_config().get("handler", {}).get("intra_op_threads", "shared")
     assert threads in ("shared", "auto") or pod_workers(cpus) * int(threads) <= cpus
     memory = resources["requests"]["memory"]
-    assert memory == BUDGET.kubernetes_quantity(BUDGET.limit_mib)  # service/memory_budget.py
+    assert memory == BUDGET.kubernetes_quantity(BUDGET.limit_mib)  # service/doors/budget.py
 
 
 def test_resources_sized_and_hpa_on_cpu():

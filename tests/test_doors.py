@@ -1,7 +1,7 @@
 """Every door by the same rules: gRPC, OIP (tritonclient) and the management port, through the doors.
 
-A real TorchServe behind the real front (nginx, service/front.py) and the gRPC gateway with the OIP
-metadata server (service/gateway), as `make run` and the image run them. tests/container/ repeats the
+A real TorchServe behind the real front (nginx, service/doors/front.py) and the gRPC gateway with the OIP
+metadata server (service/doors/gateway), as `make run` and the image run them. tests/container/ repeats the
 burst under the pod's memory limit.
 """
 
@@ -26,9 +26,9 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from service.fronted import FrontedTorchServe
-from service.grpc_client import GrpcClient, bearer, output_data, refusal, stubs
-from service.memory_budget import BUDGET
+from service.client.grpc_api import GrpcClient, bearer, output_data, refusal, stubs
+from service.doors.budget import BUDGET
+from service.local.fronted import FrontedTorchServe
 from service.names import ROOT
 from service.photos import grace_hopper
 from service.processes import group_members

@@ -17,9 +17,9 @@ from PIL import Image
 from handler.runtime import RUNTIMES
 from handler.settings import DEFAULTS
 from scripts import build_archive
+from service.bench.stats import percentile
+from service.local.torchserve import TorchServe
 from service.photos import grace_hopper
-from service.server import TorchServe
-from service.stats import percentile
 from tests import known_answer_model as known
 from tests.conftest import MODEL, TEST_MODEL_CONFIG, build_test_archive
 

@@ -13,11 +13,11 @@ import time
 
 import psutil
 import pytest
-import requests
 
+from service.bench.soak import Load
+from service.local.torchserve import TORCHSERVE_PID_FILE, TorchServe
 from service.photos import grace_hopper
-from service.processes import PID_FILE, group_members, running_pid
-from service.server import TORCHSERVE_PID_FILE, TorchServe
+from service.processes import PID_FILE, group_members, running_pid, wait_until
 from tests.conftest import MODEL, ROOT
 
 pytestmark = pytest.mark.server
@@ -38,28 +38,11 @@ def test_sigkill_a_worker_under_load(own_server, output_dir):
     client = own_server.client()
     before = worker_status(client)
     assert len(before) == 2 and set(before.values()) == {"READY"}
-    url = f"{own_server.endpoints.inference}/predictions/{MODEL}"
-    headers = {"Authorization": f"Bearer {client.keys['inference']}", "Content-Type": "image/jpeg"}
     image = grace_hopper().read_bytes()
-    results: list[tuple[float, object, float]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def load() -> None:
-        session = requests.Session()
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                status: object = session.post(url, data=image, headers=headers, timeout=30).status_code
-            except requests.RequestException as e:
-                status = type(e).__name__
-            with lock:
-                results.append((sent, status, time.monotonic() - sent))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(4)
+    load, stop = Load(client, MODEL, image, timeout=30), threading.Event()
+    runner = threading.Thread(target=load.closed_loop, args=(4,), kwargs={"until": stop})
+    runner.start()
+    wait_until(lambda: sum(s == 200 for _, s, _ in load.results) >= 20 or None, 60, "the load")  # in full swing
     victim = next(iter(before))
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
@@ -70,10 +53,12 @@ def test_sigkill_a_worker_under_load(own_server, output_dir):
             replaced_after = time.monotonic() - killed_at
             break
         time.sleep(0.25)
-    time.sleep(3)
+    if replaced_after is not None:  # and answered by the new worker for a while
+        answered = sum(s == 200 for _, s, _ in load.results)
+        wait_until(lambda: sum(s == 200 for _, s, _ in load.results) >= answered + 20 or None, 60, "the load")
     stop.set()
-    for t in threads:
-        t.join(60)
+    runner.join(60)
+    results = load.results
 
     after_kill = [r for r in results if r[0] + r[2] >= killed_at]
     failed = [(round(t - killed_at, 2), s) for t, s, _ in after_kill if s != 200]

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from handler.model_card import Preprocessing
-from service.feedback import LOG_NAME, FeedbackError, FeedbackStore, check_label
 from service.finetune.dataset import load_dataset
 from service.photos import photos
+from ui.feedback_store import LOG_NAME, FeedbackError, FeedbackStore, check_label
 
 MODEL = {"name": "resnet18", "version": "1.0"}
 

@@ -17,8 +17,8 @@ import yaml
 from handler.model_card import LABELS_FILE, PREPROCESSING_FILE, PROVENANCE_FILE
 from scripts import finetune as cli
 from service.finetune.demo import make_demo_data
+from service.local.torchserve import TorchServe
 from service.names import MODEL_CONFIG
-from service.server import TorchServe
 
 pytestmark = pytest.mark.server
 

@@ -15,6 +15,7 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -207,10 +208,10 @@ def decode(case: Case) -> Image.Image:
 
 @pytest.mark.parametrize("case", bad_inputs(), ids=lambda c: c.name)
 def test_bad_input_is_a_request_error_that_does_not_echo_the_bytes(case):
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU, not the wall clock: other load does not count
     with pytest.raises(RequestError) as raised:
         decode(case)
-    assert time.perf_counter() - started < 2, "refused, but too slowly"
+    assert time.process_time() - started < 2, "refused, but only after seconds of work"
     error = raised.value
     assert (error.status, error.kind) == (case.status, case.kind), error.message
     assert 400 <= error.status < 500
@@ -259,10 +260,9 @@ def test_pillows_guard_does_not_refuse_what_max_pixels_allows():
 def test_bomb_is_refused_before_decoding():
     data = png_bomb()
     assert len(data) < 400_000
-    started = time.perf_counter()
-    with pytest.raises(RequestError) as raised:
+    with patch.object(ImageFile.ImageFile, "load", side_effect=AssertionError("pixels were decoded")), \
+            pytest.raises(RequestError) as raised:
         decode_image(data, MAX_PIXELS)
-    assert time.perf_counter() - started < 0.5
     assert raised.value.status == 413 and str(MAX_PIXELS) in raised.value.message
 
 

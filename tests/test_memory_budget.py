@@ -1,4 +1,4 @@
-"""The deployment files state the memory budget's numbers (service/memory_budget.py), so they cannot drift."""
+"""The deployment files state the memory budget's numbers (service/doors/budget.py), so they cannot drift."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 import yaml
 
 from handler.settings import DEFAULTS
-from service.front import Doors, nginx_config
-from service.memory_budget import BUDGET, MiB
+from service.doors.budget import BUDGET, MiB
+from service.doors.front import Doors, nginx_config
 from service.names import CONFIG, ROOT
 from service.properties import read_properties
 

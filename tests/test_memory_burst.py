@@ -1,7 +1,7 @@
 """A burst of maximum-size uploads over HTTP is answered, never reset, and the frontend lives (no container).
 
-The same doors (service/fronted.py: the nginx front, the gRPC gateway) and JVM settings
-(service/memory_budget.py) as the container image, before a real TorchServe; tests/test_doors.py does
+The same doors (service/local/fronted.py: the nginx front, the gRPC gateway) and JVM settings
+(service/doors/budget.py) as the container image, before a real TorchServe; tests/test_doors.py does
 the same over gRPC. tests/container/ repeats both under the pod's memory limit with the image itself.
 """
 
@@ -15,8 +15,8 @@ import psutil
 import pytest
 import requests
 
-from service.fronted import FrontedTorchServe
-from service.memory_budget import BUDGET
+from service.doors.budget import BUDGET
+from service.local.fronted import FrontedTorchServe
 from service.photos import grace_hopper
 from service.processes import group_members
 from tests.conftest import MODEL

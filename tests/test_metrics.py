@@ -14,8 +14,8 @@ import yaml
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from handler import metrics as hm
-from service.metrics_query import buckets, difference, parse_text, quantile, total
 from service.names import METRICS_CONFIG
+from ui.metrics_query import buckets, difference, parse_text, quantile, total
 
 TS_DEFAULT_METRICS = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 # The frontend's patterns, copied from TorchServe 0.12's jar (WorkerLifeCycle, Metric.parse).

@@ -14,7 +14,7 @@ import yaml
 
 from handler.metrics import declared_series
 from service.names import METRICS_CONFIG, ROOT
-from service.prometheus import JOB, PROMTOOL
+from tests.prometheus import JOB, PROMTOOL
 
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "image-classifier.json"

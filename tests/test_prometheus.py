@@ -12,10 +12,10 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
+from service.local.torchserve import TorchServe
 from service.names import DEFAULT_MODEL as MODEL
 from service.photos import photos
-from service.prometheus import Prometheus
-from service.server import TorchServe
+from tests.prometheus import Prometheus
 from tests.test_metrics_dashboard import dashboard_expressions
 
 

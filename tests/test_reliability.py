@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.client import Settings
+from service.bench.soak import SoakPlan, soak
+from service.client.api import Settings
 from service.photos import grace_hopper, photos
 from service.properties import read_properties
-from service.soak import soak
 from tests.conftest import MODEL, ROOT, SERVED
 from tests.test_images import Case, bad_inputs, good_inputs
 from tests.test_server import assert_same_predictions, expected_predictions
@@ -144,11 +144,12 @@ def test_readme_curl_examples(torchserve, tmp_path):
     assert explained["target"]["label"] == answers[-1]["predictions"][0]["label"] and explained["overlay_png"]
 
 
-def test_overload_soak_sheds_with_503_and_recovers(torchserve, client, output_dir):
-    """About twice the measured capacity: all answered (200 or a fast 503), same workers, latency back."""
+def test_overload_soak_sheds_with_503_and_recovers(torchserve, client, local_model, output_dir):
+    """About twice the measured capacity: all answered (200 or a fast 503), same workers, latency back,
+    and the photos' answers exactly right after it."""
     duration = float(os.environ.get("SOAK_SECONDS", "20"))
-    figures = soak(client, grace_hopper().read_bytes(), MODEL, duration=duration, factor=2.0, measure=6, clients=4,
-                   timeout=60, log=print)
+    plan = SoakPlan(duration=duration, factor=2.0, measure=6, clients=4, timeout=60)
+    figures = soak(client, grace_hopper().read_bytes(), plan, MODEL)
     (output_dir / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
     overload = figures["overload"]
     assert overload["unanswered"] == 0 and overload["requests"] == overload["sent"]
@@ -162,9 +163,6 @@ def test_overload_soak_sheds_with_503_and_recovers(torchserve, client, output_di
     before, after = figures["workers_before"], figures["workers_after"]
     for pid, rss in before.items():
         assert after[pid] < rss * 1.5 + 100, f"worker {pid} memory grew from {rss} to {after[pid]} MiB"
-
-
-def test_photos_still_right_after_everything(client, local_model):
     for path in list(photos().values())[:2]:
         data = Path(path).read_bytes()
         response = client.predict(MODEL, data, filename=Path(path).name)

@@ -51,9 +51,9 @@ sys.meta_path.insert(0, DevOnlyBlocker())
 RUNTIME_MODULES = (
     "service.archive",
     "handler.torchserve_handler",
-    "service.server",
-    "service.ui_launch",
-    "service.client",
+    "service.local.torchserve",
+    "service.local.ui_launch",
+    "service.client.api",
     "ui.logic",
 )
 

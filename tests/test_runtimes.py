@@ -24,9 +24,9 @@ from handler.model_card import MODEL_FILE, ONNX_FILE, ModelCard, sha256_file
 from handler.torchserve_handler import ImageClassifierHandler
 from scripts import build_archive
 from service.archive import export
+from service.local.torchserve import TorchServe
 from service.names import ROOT
 from service.photos import photos
-from service.server import TorchServe
 from tests.conftest import MODEL, TEST_MODEL_CONFIG, build_test_archive
 from tests.test_handler import run_batch
 from tests.test_runtime_install import run, runtime_env, weights_and_photos  # noqa: F401 (fixtures)

@@ -19,10 +19,10 @@ import requests
 import torch
 
 from handler.model_card import MODEL_FILE
+from service.local.torchserve import TorchServe
 from service.names import CONFIG
 from service.photos import grace_hopper
 from service.properties import read_properties
-from service.server import TorchServe
 from tests.conftest import MODEL
 
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address", "grpc_inference_address",

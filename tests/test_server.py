@@ -12,10 +12,10 @@ import torch
 
 from handler.preprocess import model_input
 from handler.topk import top_k
-from service.client import ready_workers
+from service.client.api import ready_workers
+from service.local.torchserve import TorchServe
 from service.photos import grace_hopper, photos
 from service.processes import running_pid
-from service.server import TorchServe
 from tests.conftest import MODEL, SERVED
 
 pytestmark = pytest.mark.server

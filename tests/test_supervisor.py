@@ -14,9 +14,9 @@ import psutil
 import pytest
 import requests
 
+from service.local.torchserve import free_ports
 from service.names import CONFIG, METRICS_CONFIG, PUBLIC_PORTS, ROOT
 from service.properties import render_config
-from service.server import free_ports
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.server
@@ -109,7 +109,7 @@ def test_sigterm_stops_everything_cleanly(model_store, tmp_path):
         wait_serving(process, front, management)
         children = psutil.Process(process.pid).children(recursive=True)
         assert {"nginx", "java"} <= {c.name() for c in children}
-        assert any("service.gateway" in " ".join(c.cmdline()) for c in children)
+        assert any("service.doors.gateway" in " ".join(c.cmdline()) for c in children)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=40) == 0
         gone, alive = psutil.wait_procs(children, timeout=10)

@@ -24,9 +24,9 @@ from streamlit.testing.v1 import AppTest
 
 from handler.model_card import LABELS_FILE
 from handler.settings import DEFAULTS
-from service.client import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
+from service.client.api import DEFAULT_KEY_FILE, Endpoints, Settings, read_keys
+from service.local.torchserve import TorchServe, free_port
 from service.photos import grace_hopper, phone_photo_jpeg, photos
-from service.server import TorchServe, free_port
 from tests.conftest import MODEL, ROOT
 from ui.logic import classify, percent, server_state
 
@@ -407,7 +407,7 @@ def test_runtime_imports_no_dev_only_package():
     them in a fresh interpreter loads none of requirements-dev.txt's packages."""
     code = (
         "import runpy, sys; sys.path.insert(0, '.');"
-        "import service.client, service.server, service.ui_launch, ui.logic;"
+        "import service.client.api, service.local.torchserve, service.local.ui_launch, ui.logic;"
         "runpy.run_path('scripts/serve.py'); runpy.run_path('scripts/manage.py');"
         f"print(sorted(m for m in {DEV_ONLY!r} if m in sys.modules))"
     )

@@ -17,11 +17,11 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from service.local.torchserve import TorchServe, free_port
+from service.local.ui_launch import start_ui
 from service.names import DEFAULT_MODEL as MODEL
 from service.photos import photos
 from service.processes import stop_group
-from service.server import TorchServe, free_port
-from service.ui_launch import start_ui
 from tests.conftest import ROOT
 from tests.test_ui_browser import VIEWPORT, WAIT_MS, browser, screenshots, shoot  # noqa: F401 (fixtures)
 

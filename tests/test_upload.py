@@ -1,4 +1,4 @@
-"""service/upload.py: big photos go to the server as smaller upright JPEGs, everything else as it is."""
+"""service/client/upload.py: big photos go to the server as smaller upright JPEGs, everything else as it is."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from handler.images import decode_image
 from handler.model_card import Preprocessing
 from handler.preprocess import to_tensor
 from handler.settings import DEFAULTS
+from service.client.upload import UPLOAD_MAX_BYTES, UPLOAD_SHORT_SIDE, shrink_for_upload
 from service.photos import grace_hopper, phone_photo_jpeg
-from service.upload import UPLOAD_MAX_BYTES, UPLOAD_SHORT_SIDE, shrink_for_upload
 from tests.conftest import MODEL
 
 

@@ -8,20 +8,16 @@ TorchServe: settings come from TS_INFERENCE_URL, TS_MANAGEMENT_URL, TS_MODEL, TS
 from __future__ import annotations
 
 import hashlib
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run ui/app.py` from anywhere
-
-from handler.settings import DEFAULTS  # noqa: E402
-from service.client import Settings, TorchServeClient  # noqa: E402
-from ui.explain_view import show_why  # noqa: E402
-from ui.feedback import model_labels, show_feedback  # noqa: E402
-from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state  # noqa: E402
-from ui.model_picker import show_model_picker  # noqa: E402
+from handler.settings import DEFAULTS
+from service.client.api import Settings, TorchServeClient
+from ui.explain_view import show_why
+from ui.feedback import model_labels, show_feedback
+from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state
+from ui.model_picker import show_model_picker
 
 TITLE = "Image classifier"
 STATE_TTL_S = 10

@@ -1,6 +1,6 @@
 """The "Why?" toggle of a result card: the server's explanation of the top label, as an overlay on the photo.
 
-Fetched once per photo (POST /explanations through service/client.py) when the toggle is first
+Fetched once per photo (POST /explanations through service/client/api.py) when the toggle is first
 switched on, and kept in the session; a busy or failed answer is not kept, so switching again retries.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import requests
 import streamlit as st
 
-from service.client import Settings, TorchServeClient
+from service.client.api import Settings, TorchServeClient
 from ui.logic import down_message, error_message, percent
 
 SENSITIVITY_NOTE = (

@@ -1,6 +1,6 @@
 """The "Is this right?" form of a result card: confirm the top label, pick the right one, or type a new one.
 
-The UI process stores the photo and the label in the feedback folder (service/feedback.py, which
+The UI process stores the photo and the label in the feedback folder (ui/feedback_store.py, which
 checks every label before it becomes a folder); the browser only ever sends text and clicks.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import requests
 import streamlit as st
 
-from service.client import TorchServeClient
-from service.feedback import FeedbackError, FeedbackStore
+from service.client.api import TorchServeClient
+from ui.feedback_store import FeedbackError, FeedbackStore
 from ui.logic import Outcome
 
 LABELS_TTL_S = 300

@@ -1,6 +1,6 @@
 """What the page shows, worked out without Streamlit: server state, one file's outcome, friendly messages.
 
-The page (ui/app.py) only lays these out. Every HTTP call goes through service/client.py,
+The page (ui/app.py) only lays these out. Every HTTP call goes through service/client/api.py,
 the client the scripts and tests use too; nothing here ever returns a key, so nothing the
 page renders can leak one to the browser.
 """
@@ -14,7 +14,7 @@ from PIL import Image
 
 from handler.images import decode_image
 from handler.settings import DEFAULTS
-from service.client import Settings, TorchServeClient, is_token_error, ready_workers
+from service.client.api import Settings, TorchServeClient, is_token_error, ready_workers
 from service.photos import warm_up_jpeg
 
 START_COMMAND = "make run"

@@ -10,7 +10,7 @@ import dataclasses
 
 import streamlit as st
 
-from service.client import Settings, TorchServeClient
+from service.client.api import Settings, TorchServeClient
 from ui.models import ModelFacts, default_choice, describe, provenance_lines, served_models
 
 MODELS_TTL_S = 10

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import requests
 
-from service.client import TorchServeClient, is_token_error
+from service.client.api import TorchServeClient, is_token_error
 
 MAX_CLASS_NAMES = 6  # a fine-tuned model's classes named in the sidebar; more are counted, not listed
 

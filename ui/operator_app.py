@@ -1,4 +1,4 @@
-"""The UI's entry point when the operator page is on (service/ui_launch.py starts this file instead
+"""The UI's entry point when the operator page is on (service/local/ui_launch.py starts this file instead
 of ui/app.py): the classification page as before, plus the operator page.
 
 Without TS_UI_OPERATOR=1 it serves the classification page alone, as ui/app.py does.
@@ -6,16 +6,11 @@ Without TS_UI_OPERATOR=1 it serves the classification page alone, as ui/app.py d
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run ui/operator_app.py` from anywhere
-
-from service.names import UI_APP  # noqa: E402
-from service.operator import operator_enabled  # noqa: E402
-from ui.operator_page import render  # noqa: E402
+from service.names import UI_APP
+from ui.operator_data import operator_enabled
+from ui.operator_page import render
 
 pages = [st.Page(UI_APP, title="Classify", icon=":material/image_search:", default=True)]
 if operator_enabled():

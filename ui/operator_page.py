@@ -2,7 +2,7 @@
 throughput and latency, refusals by type, and a control that scales the workers.
 
 Shown only when the UI starts with TS_UI_OPERATOR=1 (ui/operator_app.py adds it to the navigation).
-The management key stays in this Python process (service.client reads the key file); the browser
+The management key stays in this Python process (service.client.api reads the key file); the browser
 only sees the page.
 """
 
@@ -13,9 +13,9 @@ import os
 import pandas as pd
 import streamlit as st
 
-from service.client import Settings, TorchServeClient
-from service.metrics_query import PrometheusAPI
-from service.operator import (
+from service.client.api import Settings, TorchServeClient
+from ui.metrics_query import PrometheusAPI
+from ui.operator_data import (
     PROMETHEUS_ENV,
     MetricsHistory,
     operator_enabled,

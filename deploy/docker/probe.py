@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Container health probe for TorchServe: a thin CLI over the project's client (service.client).
+"""Container health probe for TorchServe: a thin CLI over the project's client (service.client.api).
 
   probe.py live    GET /ping answers 200 (the server process answers)
   probe.py ready   live, and every registered model has at least minWorkers (>= 1) workers READY
 
 Addresses come from the config TorchServe runs with ($TS_CONFIG_FILE), keys from its key file
-($TS_KEY_FILE, default ./key_file.json). The client re-reads the key file after a restart and
+($TS_KEY_FILE, default the image's /srv/run/key_file.json). The client re-reads the key file after a restart and
 renews an expired key with the API key, as every client of this project does, so the probe keeps
 passing past token_expiration_min. Exit 0 = healthy, 1 = not, 2 = usage.
 Used by the Dockerfile's HEALTHCHECK and the Kubernetes readiness probe; the image has the
@@ -18,14 +18,12 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: /srv/app in the image
+import requests
 
-import requests  # noqa: E402
+from service.client.api import Endpoints, TorchServeClient, ready_workers
+from service.names import IMAGE_CONFIG, IMAGE_KEY_FILE
+from service.properties import read_properties
 
-from service.client import Endpoints, TorchServeClient, ready_workers  # noqa: E402
-from service.properties import read_properties  # noqa: E402
-
-DEFAULT_CONFIG = "/srv/app/deploy/docker/config.properties"
 TIMEOUT = float(os.environ.get("PROBE_TIMEOUT", "4"))
 
 
@@ -77,8 +75,8 @@ def main(argv: list[str]) -> int:
     if mode not in ("live", "ready"):
         print(__doc__, file=sys.stderr)
         return 2
-    config = Path(os.environ.get("TS_CONFIG_FILE", DEFAULT_CONFIG))
-    key_file = Path(os.environ.get("TS_KEY_FILE", "key_file.json"))
+    config = Path(os.environ.get("TS_CONFIG_FILE", IMAGE_CONFIG))
+    key_file = Path(os.environ.get("TS_KEY_FILE", IMAGE_KEY_FILE))
     try:
         problems = {"live": live, "ready": ready}[mode](client_from(config, key_file))
     except (OSError, ValueError, KeyError, requests.RequestException) as error:

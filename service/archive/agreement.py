@@ -47,7 +47,6 @@ class Agreement:
         )
 
 
-Int8Agreement = Agreement  # the benchmark's older name
 
 
 def logit_agreement(fp32: torch.Tensor, other: torch.Tensor, weights: str) -> Agreement:

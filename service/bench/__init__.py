@@ -1,7 +1,8 @@
-"""The benchmark (make bench, scripts/bench.py): served throughput and latency against the
-in-process limit and a Flask baseline.
+"""The benchmark (make bench, scripts/bench.py) and the soak (make soak, scripts/soak.py).
 
-load.py drives concurrent clients and times them; limit.py measures the in-process limit;
-systems.py starts the systems under test (TorchServe, Flask) and builds their inputs; report.py
-holds the targets and writes the Markdown and JSON; runs.py puts them together.
+load.py drives concurrent clients and times them; limit.py measures the in-process limit; ceiling.py
+TorchServe's own ceiling with a fixed-cost handler; systems.py and peers.py start the systems under
+test (TorchServe, Flask, LitServe); targets.py holds the targets; report.py writes the Markdown and
+JSON; profile.py the breakdown of a request; runs.py puts them together; soak.py is the overload soak
+and stats.py the percentiles they share.
 """

@@ -74,7 +74,7 @@ def run_ceiling(o: BenchOptions, work: Path) -> dict:
         for system, archive in ((f"{RUNTIME} handler", real), ("fixed-cost handler", fixed)):
             print(f"{system}, batchSize {batch}...", flush=True)
             run_dir = work / f"run-{system[:5]}-{batch}"
-            cells = torchserve_cells(system, archive, run_dir, small, o.levels, o.duration, o.warm)
+            cells = torchserve_cells(system, archive, run_dir, o.plan(small))
             rows += [row(system, batch, limit.images_per_s, c) for c in cells]
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -12,11 +12,11 @@ import os
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
-from service.stats import percentile
+from service.bench.stats import percentile
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,30 @@ def drive(target: Target, body: bytes, content_type: str, concurrency: int, seco
     return ClosedLoop(target.url, headers, body, concurrency).run(seconds, warm, target.pgid)
 
 
-def measure(system: str, target: Target, mixes: dict, levels, seconds: float, warm: float) -> list[Cell]:
+@dataclass(frozen=True)
+class Plan:
+    """What one system is measured on: each image mix (name -> (body, content type)) at each
+    concurrency level, for `seconds` after `warm` seconds off the clock."""
+
+    mixes: dict[str, tuple[bytes, str]]
+    levels: tuple[int, ...]
+    seconds: float
+    warm: float
+
+    def first_mix(self, levels: tuple[int, ...] | None = None) -> Plan:
+        """The first mix alone (at other levels, if given)."""
+        return replace(self, mixes=dict(list(self.mixes.items())[:1]), levels=levels or self.levels)
+
+    def with_mixes(self, mixes: dict[str, tuple[bytes, str]]) -> Plan:
+        return replace(self, mixes=mixes)
+
+
+def measure(system: str, target: Target, plan: Plan) -> list[Cell]:
     """One cell per image mix and concurrency level, printed as it is measured."""
     cells = []
-    for mix, (body, content_type) in mixes.items():
-        for level in levels:
-            cell = Cell(system, mix, level, **drive(target, body, content_type, level, seconds, warm))
+    for mix, (body, content_type) in plan.mixes.items():
+        for level in plan.levels:
+            cell = Cell(system, mix, level, **drive(target, body, content_type, level, plan.seconds, plan.warm))
             cells.append(cell)
             print(
                 f"  {system:<22} {mix:<18} c={level:<3} {cell.requests_per_s:7.1f} req/s  p50 {cell.p50_ms:6.1f}"

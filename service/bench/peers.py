@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 
 from handler.settings import DEFAULTS
-from service.bench.load import Cell, Target, measure
+from service.bench.load import Cell, Plan, Target, measure
+from service.local.torchserve import free_port
 from service.names import ROOT
 from service.processes import stop_group
-from service.server import free_port
 
 FLASK_BASELINE = ROOT / "scripts" / "baseline_flask.py"
 LITSERVE_BASELINE = ROOT / "scripts" / "baseline_litserve.py"
@@ -49,27 +49,25 @@ def start(command: list[str], log: Path) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def peer_cells(system: str, command: list[str], health: str, url_path: str, log: Path, mixes: dict,
-               levels, seconds: float, warm: float) -> list[Cell]:
+def peer_cells(system: str, command: list[str], health: str, url_path: str, log: Path, plan: Plan) -> list[Cell]:
     """Start the peer, send each mix once off the clock, measure, stop it."""
     process, port = start(command, log)
     try:
         wait_for(port, health, process, log, system)
-        for body, content_type in mixes.values():
+        for body, content_type in plan.mixes.values():
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             conn.request("POST", url_path, body=body, headers={"Content-Type": content_type})
             conn.getresponse().read()
         target = Target(f"http://127.0.0.1:{port}{url_path}", {}, os.getpgid(process.pid))
-        return measure(system, target, mixes, levels, seconds, warm)
+        return measure(system, target, plan)
     finally:
         stop_group(process.pid, 10)
 
 
-def flask_cells(model_file: Path, log_dir: Path, mixes: dict, levels, seconds: float, warm: float) -> list[Cell]:
+def flask_cells(model_file: Path, log_dir: Path, plan: Plan) -> list[Cell]:
     """The Flask baseline on a free port, answering the handler's default top-k."""
     command = [sys.executable, str(FLASK_BASELINE), "--model", str(model_file), "--topk", str(DEFAULTS.topk)]
-    return peer_cells("Flask baseline", command, "/ping", "/predict", log_dir / "flask.log", mixes, levels, seconds,
-                      warm)
+    return peer_cells("Flask baseline", command, "/ping", "/predict", log_dir / "flask.log", plan)
 
 
 def as_form_upload(mixes: dict) -> dict[str, tuple[bytes, str]]:
@@ -85,7 +83,7 @@ def as_form_upload(mixes: dict) -> dict[str, tuple[bytes, str]]:
     return forms
 
 
-def litserve_cells(model_file: Path, log_dir: Path, mixes: dict, levels, seconds: float, warm: float) -> list[Cell]:
+def litserve_cells(model_file: Path, log_dir: Path, plan: Plan) -> list[Cell]:
     """LitServe in each of LITSERVE_CONFIGS; the cells are labelled with the config."""
     cells = []
     for label, workers, threads, batch in LITSERVE_CONFIGS:
@@ -95,5 +93,5 @@ def litserve_cells(model_file: Path, log_dir: Path, mixes: dict, levels, seconds
         ]
         system = f"{LITSERVE} ({label})"
         cells += peer_cells(system, command, "/health", "/predict", log_dir / f"litserve-{workers}.log",
-                            as_form_upload(mixes), levels, seconds, warm)
+                            plan.with_mixes(as_form_upload(plan.mixes)))
     return cells

@@ -30,7 +30,7 @@ import requests
 
 from service.bench.load import Target, drive
 from service.bench.systems import ready_target
-from service.server import TorchServe
+from service.local.torchserve import TorchServe
 
 # Innermost-first markers in a sampled stack (py-spy "raw" lines: frames joined by ";") -> stage.
 STAGES = (

@@ -16,7 +16,7 @@ import yaml
 from handler.model_card import MODEL_FILE
 from service.archive.agreement import Agreement, int8_agreement
 from service.bench.limit import Limit, in_process_limit
-from service.bench.load import Cell
+from service.bench.load import Cell, Plan
 from service.bench.peers import flask_cells, litserve_cells
 from service.bench.profile import profile
 from service.bench.report import SMALL, SYSTEMS, evaluate, loadavg, machine
@@ -39,6 +39,9 @@ class BenchOptions:
     busy: bool = True  # the cells beside a busy program
     ts_options: dict[str, str] = field(default_factory=dict)  # config.properties overrides to try
     only: tuple[str, ...] = ()  # sweep: only these config numbers
+
+    def plan(self, mixes: dict[str, tuple[bytes, str]]) -> Plan:
+        return Plan(mixes, self.levels, self.duration, self.warm)
 
 
 # Archive variants measured on every image mix; the others on the small JPEG only (run time).
@@ -80,17 +83,15 @@ def served_cells(stores: dict[str, Path], fp32_dir: Path, work: Path, mixes: dic
             continue
         print(f"{SYSTEMS[name]}...", flush=True)
         beside_busy = (1, 4) if name == "fp32" and o.busy else ()
-        cells += torchserve_cells(
-            SYSTEMS[name], store, work / f"run-{name}", mixes_for(name, mixes), o.levels, o.duration, o.warm,
-            beside_busy, ts_options=o.ts_options,
-        )
-    small = {SMALL: mixes[SMALL]}
+        plan = o.plan(mixes_for(name, mixes))
+        cells += torchserve_cells(SYSTEMS[name], store, work / f"run-{name}", plan, beside_busy, o.ts_options)
+    small = o.plan({SMALL: mixes[SMALL]})
     if o.litserve:
         print("LitServe...", flush=True)
-        cells += litserve_cells(fp32_dir / MODEL_FILE, work, small, o.levels, o.duration, o.warm)
+        cells += litserve_cells(fp32_dir / MODEL_FILE, work, small)
     if o.flask:
         print("Flask baseline...", flush=True)
-        cells += flask_cells(fp32_dir / MODEL_FILE, work, small, o.levels, o.duration, o.warm)
+        cells += flask_cells(fp32_dir / MODEL_FILE, work, small)
     return cells
 
 
@@ -195,7 +196,7 @@ def run_sweep(o: BenchOptions, work: Path) -> dict:
         print(f"[{i}] {label}", flush=True)
         store = build_archives(work / f"sweep-{i}", sweep_config(base, overrides))["fp32"]
         run_dir = work / f"sweep-run-{i}"
-        cells = torchserve_cells(label, store, run_dir, mixes, o.levels, o.duration, o.warm, (), o.ts_options)
+        cells = torchserve_cells(label, store, run_dir, o.plan(mixes), (), o.ts_options)
         rows += [{"config": label, **asdict(c)} for c in cells]
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

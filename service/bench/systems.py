@@ -15,11 +15,11 @@ import yaml
 from handler.cores import available_cores
 from service.archive import BuildRequest, build
 from service.archive.export import cpu_has_bf16
-from service.bench.load import Cell, Target, drive, measure
-from service.client import TorchServeClient
+from service.bench.load import Cell, Plan, Target, drive, measure
+from service.client.api import TorchServeClient
+from service.local.torchserve import TorchServe
 from service.names import DEFAULT_MODEL
 from service.photos import grace_hopper, phone_photo_jpeg, photos
-from service.server import TorchServe
 
 JIT_WARM_S = 12.0  # unmeasured mixed load on each server before its first cell
 
@@ -72,15 +72,14 @@ def busy_programs(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def measure_beside_busy(system: str, target: Target, mixes: dict, levels, seconds: float, warm: float) -> list[Cell]:
+def measure_beside_busy(system: str, target: Target, plan: Plan) -> list[Cell]:
     """The first mix again while busy loops hold all cores but one (the worker's threads must step
     back from them, handler/cores.py)."""
     n = max(1, available_cores() - 1)
-    small = dict(list(mixes.items())[:1])
     busy = busy_programs(n)
     try:
         label = f"{system} beside {n} busy process{'es' if n > 1 else ''}"
-        return measure(label, target, small, levels, seconds, warm)
+        return measure(label, target, plan.first_mix())
     finally:
         for process in busy:
             process.kill()
@@ -105,10 +104,7 @@ def torchserve_cells(
     system: str,
     store: Path,
     run_dir: Path,
-    mixes: dict,
-    levels,
-    seconds: float,
-    warm: float,
+    plan: Plan,
     beside_busy: tuple[int, ...] = (),
     ts_options: dict[str, str] | None = None,
 ) -> list[Cell]:
@@ -118,16 +114,16 @@ def torchserve_cells(
     server.start()
     try:
         target, client = ready_target(server)
-        for body, content_type in mixes.values():  # every decode path once, off the clock
+        for body, content_type in plan.mixes.values():  # every decode path once, off the clock
             headers = {**target.headers, "Content-Type": content_type}
             client.session.post(target.url, data=body, headers=headers, timeout=120)
         # A served model runs for hours: let the JVM compile its hot paths before measuring (the
         # frontend's CPU per request halves over the first ~20 s; measured in docs/PERFORMANCE.md).
-        for body, content_type in mixes.values():
-            drive(target, body, content_type, 4, JIT_WARM_S / len(mixes), 0.0)
-        cells = measure(system, target, mixes, levels, seconds, warm)
+        for body, content_type in plan.mixes.values():
+            drive(target, body, content_type, 4, JIT_WARM_S / len(plan.mixes), 0.0)
+        cells = measure(system, target, plan)
         if beside_busy:
-            cells += measure_beside_busy(system, target, mixes, beside_busy, seconds, warm)
+            cells += measure_beside_busy(system, target, plan.first_mix(beside_busy))
         return cells
     finally:
         server.stop()

@@ -5,18 +5,24 @@ service runs beside it on a shared network and run volume, as compose.yaml defin
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
 import yaml
 
-from service.names import DEFAULT_MODEL, INFERENCE_PORT, MANAGEMENT_PORT, UI_PORT
+from service.names import DEFAULT_MODEL, GRPC_INFERENCE_PORT, INFERENCE_PORT, MANAGEMENT_PORT, UI_PORT
 from service.photos import grace_hopper
 from tests.container import podman
 
@@ -121,6 +127,35 @@ def test_answers_a_photo_with_the_token_from_its_key_file(server, container_figu
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
 
 
+def test_grpc_and_oip_clients_work_as_the_readme_shows(server, tmp_path):
+    """tritonclient (HTTP and gRPC) and the README's gRPC example against the image's published doors."""
+    server.wait_healthy(HEALTHY_WITHIN_S)
+    token, photo = server.keys()["inference"], grace_hopper().read_bytes()
+    expected = requests.post(f"{server.url(INFERENCE_PORT)}/predictions/{DEFAULT_MODEL}", data=photo, timeout=60,
+                             headers={"Content-Type": "image/jpeg", "Authorization": f"Bearer {token}"}).json()
+    labels = [p["label"] for p in expected["predictions"]]
+    http = triton_http.InferenceServerClient(server.url(INFERENCE_PORT).removeprefix("http://"))
+    grpc_address = f"127.0.0.1:{server.host_port(GRPC_INFERENCE_PORT)}"
+    grpc = triton_grpc.InferenceServerClient(grpc_address)
+    for client, headers in ((http, {"Authorization": f"Bearer {token}"}), (grpc, {"authorization": f"Bearer {token}"})):
+        assert client.is_server_ready(headers=headers) and client.is_model_ready(DEFAULT_MODEL, headers=headers)
+        module = triton_http if client is http else triton_grpc
+        images = module.InferInput("image", [1], "BYTES")
+        if client is http:
+            images.set_data_from_numpy(np.array([base64.b64encode(photo)], dtype=object), binary_data=False)
+        else:
+            images.set_data_from_numpy(np.array([photo], dtype=object))
+        answer = client.infer(DEFAULT_MODEL, [images], headers=headers).as_numpy("label")[0]
+        assert [a.decode() if isinstance(a, bytes) else a for a in answer] == labels
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({"inference": {"key": token}}))
+    (tmp_path / "photo.jpg").write_bytes(photo)
+    example = subprocess.run([sys.executable, str(ROOT / "docs" / "grpc_example.py"), str(tmp_path / "photo.jpg")],
+                             env={**os.environ, "GRPC_ADDRESS": grpc_address, "KEY_FILE": str(key_file)},
+                             capture_output=True, text=True, timeout=120)
+    assert example.returncode == 0 and f"'label': '{labels[0]}'" in example.stdout, example.stderr
+
+
 def test_every_process_runs_as_the_model_server_user(server):
     server.wait_healthy(HEALTHY_WITHIN_S)
     main = psutil.Process(server.main_pid())  # tini, as seen from the host (rootful, no user namespace)
@@ -151,7 +186,7 @@ def test_compose_ui_service_beside_it(stack, server, built_image, container_figu
     container_figures["ui_healthy_s"] = round(ui.wait_healthy(120), 1)
     health = requests.get(f"{ui.url(UI_PORT)}/_stcore/health", timeout=10)
     assert health.status_code == 200 and health.text == "ok"
-    check = "from service.client import Settings; c = Settings.from_env().client(timeout=10); " \
+    check = "from service.client.api import Settings; c = Settings.from_env().client(timeout=10); " \
             "print(c.ping().status_code, c.list_models().status_code)"
     result = ui.exec("python", "-c", check)
     assert result.stdout.split() == ["200", "200"], result.stdout + result.stderr

@@ -17,8 +17,8 @@ import grpc
 import pytest
 import requests
 
-from service.grpc_client import GrpcClient, stubs
-from service.memory_budget import BUDGET
+from service.client.grpc_api import GrpcClient, stubs
+from service.doors.budget import BUDGET
 from service.names import DEFAULT_MODEL, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT, INFERENCE_PORT, MANAGEMENT_PORT
 from service.photos import grace_hopper
 from tests.container import podman
@@ -33,7 +33,7 @@ PHOTOS = 20
 # launcher and workers), by name and PID; not this script itself nor a health probe running now.
 PROCESSES = (
     "import json, os, psutil\n"
-    "keep = ('model_service_worker', 'entrypoint.py', 'torchserve', 'service.gateway')\n"
+    "keep = ('model_service_worker', 'entrypoint.py', 'torchserve', 'service.doors.gateway')\n"
     "found = [(p.name(), p.pid) for p in psutil.process_iter() if p.pid != os.getpid() and (\n"
     "    p.name() in ('java', 'nginx') or any(k in ' '.join(p.cmdline()) for k in keep))]\n"
     "print(json.dumps(sorted(found)))\n"

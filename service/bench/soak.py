@@ -16,13 +16,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import psutil
 import requests
 
-from service.client import TorchServeClient
+from service.bench.stats import percentile_ms
+from service.client.api import TorchServeClient
 from service.names import DEFAULT_MODEL
-from service.stats import percentile_ms
 
 
 def worker_memory(client: TorchServeClient, model: str) -> dict[int, int]:
@@ -38,7 +39,9 @@ def worker_memory(client: TorchServeClient, model: str) -> dict[int, int]:
 
 
 class Load:
-    """Sends one image over and over; records each answer's status and latency."""
+    """Sends one image over and over; records each answer's status and latency, and the refusals' messages.
+    The soak's and the fault tests' load (the benchmark's own, load.ClosedLoop, is leaner: http.client and
+    no bookkeeping per request, because its per-request cost is part of what it measures)."""
 
     def __init__(self, client: TorchServeClient, model: str, image: bytes, timeout: float) -> None:
         self.url = f"{client.endpoints.inference}/predictions/{model}"
@@ -70,11 +73,13 @@ class Load:
         with self.lock:
             self.results.append((sent, status, time.monotonic() - sent))
 
-    def closed_loop(self, clients: int, seconds: float) -> None:
+    def closed_loop(self, clients: int, seconds: float = float("inf"), until: threading.Event | None = None) -> None:
+        """`clients` clients each sending the next request when the last is answered, for `seconds` or
+        until `until` is set (the fault tests run it in the background while they break things)."""
         deadline = time.monotonic() + seconds
 
         def loop() -> None:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (until and until.is_set()):
                 self.one()
 
         threads = [threading.Thread(target=loop) for _ in range(clients)]
@@ -117,18 +122,22 @@ def _mib(memory: dict[int, int]) -> dict[str, float]:
     return {str(pid): round(rss / 2**20, 1) for pid, rss in memory.items()}
 
 
-def soak(
-    client: TorchServeClient,
-    image: bytes,
-    model: str = DEFAULT_MODEL,
-    duration: float = 180,
-    factor: float = 2.0,
-    measure: float = 10,
-    clients: int = 8,
-    timeout: float = 60,
-    log: Callable[[str], object] = print,
-) -> dict:
+@dataclass(frozen=True)
+class SoakPlan:
+    """The soak's phases: capacity measured for `measure` s with `clients` closed-loop clients, then
+    `factor` times that rate offered for `duration` s, then recovery; `timeout` per request."""
+
+    duration: float = 180
+    factor: float = 2.0
+    measure: float = 10
+    clients: int = 8
+    timeout: float = 60
+
+
+def soak(client: TorchServeClient, image: bytes, plan: SoakPlan = SoakPlan(), model: str = DEFAULT_MODEL,
+         log: Callable[[str], object] = print) -> dict:
     """The three phases against a running server; the figures as one JSON-ready dict."""
+    duration, factor, measure, clients, timeout = plan.duration, plan.factor, plan.measure, plan.clients, plan.timeout
     before = worker_memory(client, model)
     log(f"workers before (MiB): {_mib(before)}")
 

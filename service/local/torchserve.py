@@ -12,13 +12,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from service.client import Endpoints, TorchServeClient, ready_workers
+from service.client.api import Endpoints, TorchServeClient, ready_workers
 from service.names import CONFIG, DOORS_FILE_NAME, KEY_FILE_NAME, LOG_CONFIG, METRICS_CONFIG, MODEL_STORE, RUN_DIR
 from service.photos import warm_up_jpeg
-from service.processes import PID_FILE, Started, read_pid, running_pid, stop_group, write_pid
+from service.processes import PID_FILE, Started, read_pid, running_pid, stop_group, wait_until, write_pid
 from service.properties import read_properties, render_config
 
 VENV_BIN = Path(sys.executable).parent
@@ -54,7 +53,7 @@ def torchserve_endpoints(run_dir: Path) -> Endpoints | None:
 
 def server_endpoints(run_dir: Path) -> Endpoints | None:
     """Where a client reaches the server whose run directory this is: the doors' public addresses
-    (doors.json, written by service/fronted.py) or, for a TorchServe without doors, its own."""
+    (doors.json, written by service/local/fronted.py) or, for a TorchServe without doors, its own."""
     doors = Path(run_dir) / DOORS_FILE_NAME
     if doors.is_file():
         public = {door: "http://" + address.replace("0.0.0.0:", "127.0.0.1:")
@@ -170,19 +169,13 @@ class TorchServe(Started):
 
     def wait_ready(self, timeout: float = 180) -> list[str]:
         """Wait until every model in the store has its minimum workers READY; return their names."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"TorchServe exited with {self.process.returncode}; see {self.log_dir}")
-            try:
-                client = self.client(timeout=5)
-                models = [m["modelName"] for m in client.list_models().json()["models"]]
-                if models and all(models_ready(client, name) for name in models):
-                    return models
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s; see {self.log_dir}/model_log.log")
+
+        def ready_models() -> list[str] | None:
+            client = self.client(timeout=5)
+            models = [m["modelName"] for m in client.list_models().json()["models"]]
+            return models if models and all(models_ready(client, name) for name in models) else None
+
+        return wait_until(ready_models, timeout, f"TorchServe; see {self.log_dir}/model_log.log", self.process, 0.5)
 
     def warm_up(self, models: list[str]) -> dict[str, dict]:
         """One real inference per model; returns each model's self-description from the answer."""

@@ -6,9 +6,9 @@ own gRPC management does; a refusal (no key, model API off, unknown model) ends 
 
 from __future__ import annotations
 
-from service.gateway.calls import Method
-from service.gateway.upstream import Upstream, model_path
-from service.grpc_client import stubs
+from service.client.grpc_api import stubs
+from service.doors.gateway.calls import Method
+from service.doors.gateway.upstream import Upstream, model_path
 
 SERVICE = "org.pytorch.serve.grpc.management.ManagementAPIsService"
 REGISTER_FIELDS = ("url", "model_name", "handler", "runtime", "batch_size", "max_batch_delay", "initial_workers",

@@ -2,11 +2,11 @@
 
 The Python modules are generated from `inference.proto`, `management.proto` and
 `open_inference_grpc.proto` inside `ts/frontend/model-server.jar` (the installed torchserve's) into
-service/grpc_stubs/ on first use (`make setup` does it once); they are not committed, so they always
+service/client/grpc_stubs/ on first use (`make setup` does it once); they are not committed, so they always
 match the server they talk to. Needs grpcio and grpcio-tools (requirements-dev.txt) and
 googleapis-common-protos (for google.rpc.Status).
 
-The project's gRPC doors (service/gateway) answer a refused request with a gRPC status whose details
+The project's gRPC doors (service/doors/gateway) answer a refused request with a gRPC status whose details
 are the JSON body an HTTP client gets (`refusal` reads it). TorchServe's own gRPC port, which only
 loopback reaches, answers such a request with status OK and that JSON as `prediction` instead.
 """
@@ -26,6 +26,7 @@ from types import ModuleType
 import grpc
 
 STUBS = Path(__file__).resolve().parent / "grpc_stubs"
+PACKAGE = "service.client.grpc_stubs"  # STUBS as a module name: the generated code imports itself by it
 PROTOS = ("inference.proto", "management.proto", "open_inference_grpc.proto")
 IMPORTED_PROTOS = ("google/rpc/status.proto",)
 
@@ -43,7 +44,7 @@ def generate_stubs(target: Path = STUBS) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch, zipfile.ZipFile(torchserve_jar()) as jar:
         root = Path(scratch)
-        package = root / "service" / target.name  # generated imports read "from service.grpc_stubs import ..."
+        package = root.joinpath(*PACKAGE.split("."))  # generated imports read "from service.client.grpc_stubs ..."
         package.mkdir(parents=True)
         for name in PROTOS:
             (package / name).write_bytes(jar.read(f"proto/{name}"))
@@ -51,13 +52,13 @@ def generate_stubs(target: Path = STUBS) -> Path:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(jar.read(name))
         include = Path(protoc.__file__).resolve().parent / "_proto"  # google/protobuf/*.proto
-        sources = [f"service/{target.name}/{name}" for name in PROTOS]
+        sources = [str(package.relative_to(root) / name) for name in PROTOS]
         args = ["protoc", f"-I{root}", f"-I{include}", f"--python_out={root}", f"--grpc_python_out={root}", *sources]
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {', '.join(PROTOS)} from {torchserve_jar()}")
         for generated in package.glob("*_pb2*.py"):
             shutil.copy(generated, target / generated.name)
-    (target / "__init__.py").write_text('"""Generated from TorchServe\'s jar by service/grpc_client.py."""\n')
+    (target / "__init__.py").write_text('"""Generated from TorchServe\'s jar by service/client/grpc_api.py."""\n')
     return target
 
 
@@ -66,9 +67,8 @@ def stubs(proto: str) -> tuple[ModuleType, ModuleType]:
     if not (STUBS / f"{proto}_pb2_grpc.py").is_file():
         generate_stubs()
         importlib.invalidate_caches()
-        sys.modules.pop("service.grpc_stubs", None)
-    return (importlib.import_module(f"service.grpc_stubs.{proto}_pb2"),
-            importlib.import_module(f"service.grpc_stubs.{proto}_pb2_grpc"))
+        sys.modules.pop(PACKAGE, None)
+    return (importlib.import_module(f"{PACKAGE}.{proto}_pb2"), importlib.import_module(f"{PACKAGE}.{proto}_pb2_grpc"))
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ TorchServe's frontend reads a whole request (an HTTP body or a gRPC message) int
 looks at anything, and has no bound on how many it reads at once: 24 HTTP uploads of 41 MiB in a
 2 GiB pod exhausted its direct memory, and 48 gRPC calls of 41 MiB with a valid key killed the JVM.
 So no client reaches TorchServe directly: it listens on loopback only, and the public ports are doors
-(`Doors`): the HTTP ones here, the gRPC ones in service/gateway (which calls these HTTP doors).
+(`Doors`): the HTTP ones here, the gRPC ones in service/doors/gateway (which calls these HTTP doors).
 - inference: bodies spooled over a small buffer to disk, a body over the limit answered 413 before it
-  is read, at most a few bodies of each size class passed on at a time (memory_budget.py);
+  is read, at most a few bodies of each size class passed on at a time (service/doors/budget.py);
 - management and metrics: bodies of at most `control_body_bytes`.
 Every refusal is immediate JSON in TorchServe's error shape. A client that sends its request too slowly
 is dropped after `slow_client_s`. The Open Inference Protocol's model metadata and readiness, which
-TorchServe does not serve, go to service/oip.py's server when one is given.
+TorchServe does not serve, go to service/doors/oip.py's server when one is given.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from service.memory_budget import BUDGET, MemoryBudget
+from service.doors.budget import BUDGET, MemoryBudget
 from service.names import PUBLIC_PORTS
-from service.processes import Started, stop_group
+from service.processes import Started, stop_group, wait_until
 
 NGINX = "nginx"
 
@@ -112,7 +111,7 @@ def _proxy(target: str) -> str:
 
 
 def _inference_server(doors: Doors, budget: MemoryBudget) -> str:
-    """Inference over HTTP: each body class to its upstream; OIP metadata and readiness to service/oip.py."""
+    """Inference over HTTP: each body class to its upstream; OIP metadata and readiness to service/doors/oip.py."""
     oip = "" if doors.oip is None else f"""    location ~ "^/v2/models/[^/]+(/versions/[^/]+)?(/ready)?$" {{
       limit_except GET {{ deny all; }}
 {_proxy("oip")}
@@ -162,7 +161,7 @@ def nginx_config(doors: Doors, run_dir: Path, budget: MemoryBudget = BUDGET) -> 
     user = "user root;\n" if os.geteuid() == 0 else ""
     servers = (_inference_server(doors, budget)
                + _control_server("management", doors, budget) + _control_server("metrics", doors, budget))
-    return f"""# Rendered by service/front.py from service/memory_budget.py; do not edit.
+    return f"""# Rendered by service/doors/front.py from service/doors/budget.py; do not edit.
 {user}worker_processes 1;
 daemon off;
 pid {run_dir / "nginx.pid"};
@@ -221,16 +220,8 @@ class Front(Started):
 
     def wait_ready(self, timeout: float = 10) -> None:
         """Until nginx answers (any status: TorchServe behind it may still be starting)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}")
-            try:
-                requests.get(f"{self.url}/ping", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise TimeoutError(f"nginx did not answer on {self.doors.public['inference']} within {timeout:.0f} s")
+        wait_until(lambda: requests.get(f"{self.url}/ping", timeout=1), timeout,
+                   f"nginx on {self.doors.public['inference']}", self.process, 0.1)
 
     def stop(self, timeout: float = 10) -> None:
         if self.process is not None:

@@ -15,9 +15,9 @@ import uuid
 import grpc
 import numpy as np
 
-from service.gateway.calls import Method
-from service.gateway.upstream import Upstream, model_path
-from service.grpc_client import stubs
+from service.client.grpc_api import stubs
+from service.doors.gateway.calls import Method
+from service.doors.gateway.upstream import Upstream, model_path
 
 SERVICES = ("inference.GRPCInferenceService", "org.pytorch.serve.grpc.openinference.GRPCInferenceService")
 NUMPY = {"INT64": "<i8", "FP32": "<f4", "INT32": "<i4", "FP64": "<f8"}

@@ -7,8 +7,8 @@ import json
 import grpc
 import requests
 
-from service.client import is_token_error
-from service.gateway.calls import Call
+from service.client.api import is_token_error
+from service.doors.gateway.calls import Call
 
 # A gRPC client retries RESOURCE_EXHAUSTED and UNAVAILABLE on its own terms; a busy front (503) and a
 # too-large body (413) are RESOURCE_EXHAUSTED, as gRPC itself answers an over-size message.

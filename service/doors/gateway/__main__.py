@@ -1,6 +1,6 @@
 """The gateway process: the gRPC doors and the OIP metadata server, before the front's HTTP doors.
 
-  python -m service.gateway --config TS_CONFIG --front-host 127.0.0.1 [--host 0.0.0.0] [--key-file F]
+  python -m service.doors.gateway --config TS_CONFIG --front-host 127.0.0.1 [--host 0.0.0.0] [--key-file F]
 
 Ports are service/names.py's public ones unless --ports gives a JSON of door -> port; TorchServe's own
 addresses (for OIP metadata: its management API and token check) come from its config.properties.
@@ -15,15 +15,15 @@ import logging
 import signal
 from pathlib import Path
 
-from service.client import Endpoints, TorchServeClient
-from service.gateway.h2_door import Door, SizeClass, serve
-from service.gateway.inference import InferenceApi
-from service.gateway.management import ManagementApi
-from service.gateway.open_inference import OpenInferenceApi
-from service.gateway.upstream import Upstream
-from service.memory_budget import BUDGET, MemoryBudget
+from service.client.api import Endpoints, TorchServeClient
+from service.doors.budget import BUDGET, MemoryBudget
+from service.doors.gateway.h2_door import Door, SizeClass, serve
+from service.doors.gateway.inference import InferenceApi
+from service.doors.gateway.management import ManagementApi
+from service.doors.gateway.open_inference import OpenInferenceApi
+from service.doors.gateway.upstream import Upstream
+from service.doors.oip import OipServer
 from service.names import PUBLIC_PORTS
-from service.oip import OipServer
 from service.properties import read_properties
 
 log = logging.getLogger("gateway")

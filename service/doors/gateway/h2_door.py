@@ -26,7 +26,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from service.gateway.calls import Call, Method, Refused, status_headers
+from service.doors.gateway.calls import Call, Method, Refused, status_headers
 
 log = logging.getLogger("gateway")
 GRPC_HEADER = struct.Struct(">?I")  # compressed flag, message length

@@ -1,7 +1,7 @@
 """The service's memory budget: the one place that says how much memory the worst legal traffic needs.
 
 Every figure is a measurement (docs/RELIABILITY.md, "Memory budget", says how each was taken) or
-a limit the service enforces. The front (service/front.py: nginx in the container) bounds how many
+a limit the service enforces. The front (service/doors/front.py: nginx in the container) bounds how many
 request bodies reach TorchServe at once, by size class, so the frontend's direct memory, its
 queue and the bodies in the workers are bounded by design, whatever the burst; the JVM flags
 keep the frontend inside its share; the pod's memory limit is the total with a margin.
@@ -53,13 +53,14 @@ class MemoryBudget:
     # A body arrives in a worker as bytes TorchServe's protocol read, the request dict's copy and
     # the decoded base64 or multipart part: three copies at most.
     body_copies_in_worker: int = 3
-    max_request_bytes: int = 42 * MiB  # max_image_bytes (30 MiB) base64-encoded, with room for the envelope
+    max_image_bytes: int = DEFAULTS.max_image_bytes
+    envelope_mib: int = 2  # JSON or multipart around a base64 image at the limit
     jvm_heap_mib: int = 256
     jvm_direct_mib: int = 256
     # Measured: the frontend's RSS beyond heap and direct memory (metaspace, code, threads, GC).
     jvm_overhead_mib: int = 160
     front_connections: int = 256  # nginx: requests being received at once; more get 503 at once
-    # The gRPC gateway (service/gateway) spools messages to disk and admits them by the same size classes
+    # The gRPC gateway (service/doors/gateway) spools messages to disk and admits them by the same size classes
     # as the front (more get RESOURCE_EXHAUSTED at once); an admitted message is in memory twice (read from
     # the spool, parsed) while it is sent on as an HTTP body, inside the front's classes. Measured: 62 MiB
     # RSS at rest, 145 MiB at the peak of 48 calls of 41 MiB (tests/test_doors.py's burst).
@@ -73,6 +74,12 @@ class MemoryBudget:
     front_buffer_kib: int = 128  # a body larger than this is spooled to disk, not memory
     front_base_mib: int = 16
     margin: float = 0.15
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest body or message any door takes (config.properties' max_request_size too): an image
+        at max_image_bytes base64-encoded (4/3), in whole MiB, with room for its envelope."""
+        return (math.ceil(self.max_image_bytes * 4 / 3 / MiB) + self.envelope_mib) * MiB
 
     @property
     def body_classes(self) -> tuple[BodyClass, ...]:

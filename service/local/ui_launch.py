@@ -11,9 +11,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from service.local.torchserve import VENV_BIN, TorchServe
 from service.names import ROOT, UI_APP, UI_OPERATOR_APP, UI_PORT
-from service.operator import OPERATOR_ENV
-from service.server import VENV_BIN, TorchServe
+from ui.operator_data import OPERATOR_ENV
 
 
 def ui_command(port: int = UI_PORT, operator: bool = False) -> list[str]:
@@ -63,7 +63,7 @@ def start_ui(
 
 def exec_ui(port: int = UI_PORT, operator: bool = False) -> None:
     """Replace this process with the page in the foreground (Ctrl-C stops it); the TS_* variables
-    of the environment say which TorchServe it calls (service.client.Settings)."""
+    of the environment say which TorchServe it calls (service.client.api.Settings)."""
     os.chdir(ROOT)
     command = ui_command(port, operator)
     os.execve(command[0], command, _env({OPERATOR_ENV: "1"} if operator else {OPERATOR_ENV: "0"}))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from handler.request import PARAMETERS
-from service.gateway.calls import Call, Method
-from service.gateway.upstream import Upstream, model_path
-from service.grpc_client import stubs
+from service.client.grpc_api import stubs
+from service.doors.gateway.calls import Call, Method
+from service.doors.gateway.upstream import Upstream, model_path
 
 SERVICE = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 # Request parameters sent as input entries, as TorchServe passes them to the handler, and their headers.

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import requests
 import yaml
 
-from service.metrics_query import PrometheusAPI
-from service.processes import Started, stop_group
-from service.server import free_port
+from service.local.torchserve import free_port
+from service.processes import Started, stop_group, wait_until
+from ui.metrics_query import PrometheusAPI
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -67,17 +66,8 @@ class Prometheus(Started):
             )
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}; see {self.run_dir}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"prometheus not ready after {timeout:.0f} s; see {self.run_dir}/prometheus.log")
+        wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200 or None, timeout,
+                   f"prometheus; see {self.run_dir}/prometheus.log", self.process)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from service.client import TorchServeClient
-from service.metrics_query import PrometheusAPI, Sample, buckets, difference, parse_text, quantile, total
+from service.client.api import TorchServeClient
+from ui.metrics_query import PrometheusAPI, Sample, buckets, difference, parse_text, quantile, total
 
 # The UI shows the operator page (workers, scaling through the management API) only when started
 # with this set to 1: `make ui OPERATOR=1`, `scripts/serve.py ui --operator`. Off by default.

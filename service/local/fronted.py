@@ -1,7 +1,7 @@
 """TorchServe behind its doors: the service as `make run` and the image run it.
 
 TorchServe listens on loopback ports only (its config.properties). Clients reach it through the doors
-on the public ports: the front (nginx, service/front.py) for HTTP, the gateway (service/gateway) for
+on the public ports: the front (nginx, service/doors/front.py) for HTTP, the gateway (service/doors/gateway) for
 gRPC and OIP metadata, so every door is bounded the same way locally as in the container. The public
 addresses are written to the run directory (doors.json), where clients that find a server by its run
 directory (scripts/manage.py, the UI launch) read them.
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import grpc
 
-from service.client import Endpoints, TorchServeClient
-from service.front import Doors, Front
+from service.client.api import Endpoints, TorchServeClient
+from service.doors.front import Doors, Front
+from service.local.torchserve import TorchServe, free_ports
 from service.names import DOORS_FILE_NAME, OIP_METADATA_PORT, PUBLIC_PORTS, ROOT
 from service.processes import Started, stop_recorded, write_pid
 from service.properties import read_properties
-from service.server import TorchServe, free_ports
 
 
 def endpoints_of(doors: Doors) -> Endpoints:
@@ -31,8 +31,8 @@ def endpoints_of(doors: Doors) -> Endpoints:
 
 def gateway_command(config: Path, host: str, ports: dict[str, int], oip_port: int, key_file: Path,
                     spool_dir: Path) -> list[str]:
-    """The gateway process (service/gateway) for the TorchServe configured by `config`."""
-    return [sys.executable, "-m", "service.gateway", "--config", str(config), "--host", host,
+    """The gateway process (service/doors/gateway) for the TorchServe configured by `config`."""
+    return [sys.executable, "-m", "service.doors.gateway", "--config", str(config), "--host", host,
             "--ports", json.dumps(ports), "--oip-port", str(oip_port), "--key-file", str(key_file),
             "--spool-dir", str(spool_dir)]
 

@@ -1,5 +1,5 @@
 """The gRPC doors: TorchServe's gRPC APIs (inference, management) and the Open Inference Protocol's, served
-by translating each call into the same call over HTTP through the front (service/front.py).
+by translating each call into the same call over HTTP through the front (service/doors/front.py).
 
 Why not TorchServe's own gRPC ports: its Java frontend reads every gRPC message whole into memory (and
 keeps copies on its heap: two calls of 41 MiB ran a 256 MiB heap out) before anything is checked, with

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import requests
 
+from service.client.upload import shrink_for_upload
 from service.names import DEFAULT_KEY_FILE, DEFAULT_MODEL, INFERENCE_URL, MANAGEMENT_URL, METRICS_URL
-from service.upload import shrink_for_upload
 
 TOKEN_ERROR = "InvalidKeyException"
 
@@ -154,7 +154,7 @@ class TorchServeClient:
         self, model: str, image: bytes, topk: int | None = None, filename: str = "image", shrink: bool = True
     ) -> requests.Response:
         """Send the image with its own content type (never form-urlencoded). A photo over the upload
-        size (service/upload.py) goes as a smaller upright JPEG unless shrink=False."""
+        size (service/client/upload.py) goes as a smaller upright JPEG unless shrink=False."""
         image, shrunk = shrink_for_upload(image) if shrink else (image, False)
         content_type = "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
         headers = {"Content-Type": content_type}

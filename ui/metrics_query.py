@@ -105,9 +105,6 @@ class PrometheusAPI:
         end = time.time()
         return self._get("query_range", query=expr, start=end - seconds, end=end, step=step)
 
-    def targets_up(self) -> list[dict]:
-        return self.query("up")
-
     def wait_for(self, expr: str, accept: Callable[[float | None], bool], timeout: float = 30) -> float | None:
         """Poll `expr` until `accept(value)`; the last value either way (scrapes come every interval)."""
         deadline = time.monotonic() + timeout

@@ -2,7 +2,7 @@
 
 With `ts_open_inference_protocol=true` TorchServe answers /v2, /v2/health/live, /v2/health/ready and
 /v2/models/{m}/infer, but not GET /v2/models/{m}[/versions/{v}] (metadata) nor .../ready, and real OIP
-clients (tritonclient, KServe's) check those before they infer. The front (service/front.py) sends
+clients (tritonclient, KServe's) check those before they infer. The front (service/doors/front.py) sends
 those two paths here. The caller's token is checked by TorchServe itself (the request's Authorization
 header is passed to its inference port's /ping, token-checked like every inference call), readiness
 and versions come from the management API, and the tensors are declared as the handler takes and
@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 from handler.answer import V2_ERROR_OUTPUT, V2_OUTPUTS
-from service.client import TorchServeClient, is_token_error, ready_workers
+from service.client.api import TorchServeClient, is_token_error, ready_workers
 
 PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<ready>/ready)?$")
 # One BYTES element per image (raw bytes over gRPC, base64 text over HTTP), as handler/request.py reads them.

@@ -6,8 +6,8 @@ import threading
 
 import requests
 
-from service.gateway.calls import Call
-from service.gateway.status import refuse, refuse_unreachable
+from service.doors.gateway.calls import Call
+from service.doors.gateway.status import refuse, refuse_unreachable
 
 DEFAULT_TIMEOUT = 120.0
 

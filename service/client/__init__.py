@@ -1,0 +1,1 @@
+"""The API's clients, what an application or the UI runs: HTTP (api), gRPC (grpc_api), uploads."""
