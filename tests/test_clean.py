@@ -20,7 +20,7 @@ def fake_archive(path: Path, provenance: dict) -> Path:
 
 def test_make_clean_keeps_feedback_and_user_archives(tmp_path):
     tree = tmp_path / "checkout"
-    for part in ("Makefile", "scripts/clean.py", "service/__init__.py", "service/names.py"):
+    for part in ("Makefile", "scripts/__init__.py", "scripts/clean.py", "service/__init__.py", "service/names.py"):
         (tree / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / part, tree / part)
     store, run = tree / "model_store", tree / "var"

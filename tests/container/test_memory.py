@@ -17,11 +17,12 @@ import grpc
 import pytest
 import requests
 
-from service.client.grpc_api import GrpcClient, stubs
+from service.client.grpc_api import stubs
 from service.doors.budget import BUDGET
 from service.names import DEFAULT_MODEL, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT, INFERENCE_PORT, MANAGEMENT_PORT
 from service.photos import grace_hopper
 from tests.container import podman
+from tests.test_doors import grpc_call
 
 DOOR_PORTS = (INFERENCE_PORT, MANAGEMENT_PORT, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT)
 K8S_CONFIG = podman.ROOT / "deploy" / "k8s" / "config.properties"
@@ -86,16 +87,6 @@ def processes(container: podman.Container) -> list[tuple[str, int]]:
 def peak_mib(container: podman.Container) -> float | None:
     result = container.exec("python", "-c", PEAK)
     return int(result.stdout) / 2**20 if result.returncode == 0 and result.stdout.strip() else None
-
-
-def grpc_call(address: str, body: bytes, key: str | None) -> str:
-    """A gRPC status name: OK, or the refusal; a dropped call would be UNAVAILABLE."""
-    try:
-        with GrpcClient(address, key, timeout=180) as client:
-            client.predict(DEFAULT_MODEL, body)
-            return "OK"
-    except grpc.RpcError as e:
-        return e.code().name
 
 
 def grpc_management_call(address: str, body: bytes) -> str:
