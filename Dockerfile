@@ -31,7 +31,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/srv/venv \
-    PATH=/srv/venv/bin:$PATH
+    PATH=/srv/venv/bin:$PATH \
+    PYTHONPATH=/srv/app
 
 # Versions come with the pinned base image's Debian release.
 # hadolint ignore=DL3008
@@ -73,7 +74,6 @@ ENV TS_CONFIG_FILE=/srv/app/deploy/docker/config.properties \
     TS_KEY_FILE=/srv/run/key_file.json \
     LOG_LOCATION=/srv/run/logs \
     METRICS_LOCATION=/srv/run/logs \
-    PYTHONPATH=/srv/app \
     MALLOC_ARENA_MAX=2
 
 EXPOSE 8080 8081 8082 7070 7071

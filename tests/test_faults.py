@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from service.bench.soak import Load
+from service.bench.load import Load
 from service.local.torchserve import TORCHSERVE_PID_FILE, TorchServe
 from service.photos import grace_hopper
 from service.processes import PID_FILE, group_members, running_pid, wait_until

@@ -1,22 +1,28 @@
-"""Closed-loop load: concurrent clients on keep-alive connections, timed, with the CPU each side used.
+"""The one load generator: requests on keep-alive connections (`Sender`), driven closed-loop with the
+CPU each side used (`ClosedLoop`, the benchmark) or closed- and open-loop with every answer recorded
+(`Load`, the soak and the fault tests).
 
-One process, one thread and one keep-alive connection per client, request bytes encoded once.
-CPU is process CPU time / wall time: the server's whole process group, the load generator
-itself, and everything else on the machine ("other"), so a noisy run shows.
+One thread and one keep-alive connection per client, request bytes encoded once. CPU is process CPU
+time / wall time: the server's whole process group, the load generator itself, and everything else on
+the machine ("other"), so a noisy run shows.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import threading
 import time
 import urllib.parse
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import psutil
 
-from service.bench.stats import percentile
+from service.bench.stats import percentile, percentile_ms
+from service.client.api import TorchServeClient
 
 
 @dataclass(frozen=True)
@@ -75,43 +81,60 @@ def _ms(values: list[float], q: float) -> float:
     return float("nan") if value is None else value * 1000
 
 
+class Sender:
+    """POSTs one body to one URL on this thread's keep-alive connection; a broken connection is replaced."""
+
+    def __init__(self, url: str, headers: dict[str, str], body: bytes, timeout: float = 120) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port, self.path = parsed.hostname, parsed.port, parsed.path
+        self.headers, self.body, self.timeout = headers, body, timeout
+        self.local = threading.local()
+
+    def close(self) -> None:
+        """This thread's connection."""
+        conn = getattr(self.local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self.local.conn = None
+
+    def send(self) -> tuple[int | str, bytes]:
+        """(status, body) of one answer, or (the exception's name, b"") when none came."""
+        conn = getattr(self.local, "conn", None) or http.client.HTTPConnection(self.host, self.port,
+                                                                               timeout=self.timeout)
+        self.local.conn = conn
+        try:
+            conn.request("POST", self.path, body=self.body, headers=self.headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            self.local.conn = None
+            return type(e).__name__, b""
+
+
 class ClosedLoop:
     """`concurrency` clients, each sends its next request when its last answer is in.
     Completions inside the measurement window count; the window opens after the warm-up."""
 
     def __init__(self, url: str, headers: dict[str, str], body: bytes, concurrency: int) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        self.host, self.port, self.path = parsed.hostname, parsed.port, parsed.path
-        self.headers, self.body = headers, body
+        self.sender = Sender(url, headers, body)
         self.stop_at = float("inf")
         self.window = (float("inf"), float("inf"))
         self.latencies: list[list[float]] = [[] for _ in range(concurrency)]
         self.errors = [0] * concurrency
         self.barrier = threading.Barrier(concurrency + 1)
 
-    def _connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=120)
-
     def _client(self, i: int) -> None:
-        conn = self._connect()
         self.barrier.wait()
         while (started := time.perf_counter()) < self.stop_at:
-            try:
-                conn.request("POST", self.path, body=self.body, headers=self.headers)
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = self._connect()
+            ok = self.sender.send()[0] == 200
             done = time.perf_counter()
             if self.window[0] <= done <= self.window[1]:
                 if ok:
                     self.latencies[i].append(done - started)
                 else:
                     self.errors[i] += 1
-        conn.close()
+        self.sender.close()
 
     def run(self, seconds: float, warm: float, pgid: int) -> dict:
         threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(len(self.errors))]
@@ -184,3 +207,74 @@ def measure(system: str, target: Target, plan: Plan) -> list[Cell]:
                 flush=True,
             )
     return cells
+
+
+class Load:
+    """One image over and over to a model's predictions, every answer recorded: (sent at, status or the
+    exception's name, seconds), and the refusals' messages. The soak's and the fault tests' load."""
+
+    def __init__(self, client: TorchServeClient, model: str, image: bytes, timeout: float) -> None:
+        headers = {"Authorization": f"Bearer {client.keys.get('inference', '')}", "Content-Type": "image/jpeg"}
+        self.sender = Sender(f"{client.endpoints.inference}/predictions/{model}", headers, image, timeout)
+        self.lock = threading.Lock()
+        self.results: list[tuple[float, int | str, float]] = []
+        self.messages: Counter[str] = Counter()
+
+    def one(self) -> None:
+        sent = time.monotonic()
+        status, body = self.sender.send()
+        with self.lock:
+            self.results.append((sent, status, time.monotonic() - sent))
+            if isinstance(status, int) and status != 200:
+                self.messages[f"{status}: {refusal_message(body)}"] += 1
+
+    def closed_loop(self, clients: int, seconds: float = float("inf"), until: threading.Event | None = None) -> None:
+        """`clients` clients each sending the next request when the last is answered, for `seconds` or
+        until `until` is set (the fault tests run it in the background while they break things)."""
+        deadline = time.monotonic() + seconds
+
+        def loop() -> None:
+            while time.monotonic() < deadline and not (until and until.is_set()):
+                self.one()
+
+        threads = [threading.Thread(target=loop) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def open_loop(self, rate: float, seconds: float, max_in_flight: int) -> int:
+        """`rate` requests/s at fixed intervals whatever the answers; returns how many were sent."""
+        sent = 0
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_in_flight) as pool:
+            while (now := time.monotonic()) < start + seconds:
+                due = int((now - start) * rate) + 1
+                while sent < due:
+                    pool.submit(self.one)
+                    sent += 1
+                time.sleep(min(0.005, 1 / rate))
+        return sent
+
+    def summary(self, since: float = 0.0) -> dict:
+        rows = [r for r in self.results if r[0] >= since]
+        statuses = Counter(str(s) for _, s, _ in rows)
+        ok = [d for _, s, d in rows if s == 200]
+        shed = [d for _, s, d in rows if s == 503]
+        span = (max(t + d for t, _, d in rows) - min(t for t, _, _ in rows)) if rows else 0.0
+        return {
+            "requests": len(rows),
+            "statuses": dict(statuses),
+            "answered_200_per_s": round(len(ok) / span, 1) if span else 0.0,
+            "latency_200_ms": {"p50": percentile_ms(ok, 50), "p95": percentile_ms(ok, 95),
+                               "max": percentile_ms(ok, 100)},
+            "latency_503_ms": {"p50": percentile_ms(shed, 50), "max": percentile_ms(shed, 100)},
+            "unanswered": sum(not isinstance(s, int) for _, s, _ in rows),
+        }
+
+
+def refusal_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        return body[:200].decode(errors="replace")

@@ -11,17 +11,13 @@ Worker PIDs and RSS before and after tell whether a worker died or grew.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psutil
-import requests
 
-from service.bench.stats import percentile_ms
+from service.bench.load import Load
 from service.client.api import TorchServeClient
 from service.names import DEFAULT_MODEL
 
@@ -36,86 +32,6 @@ def worker_memory(client: TorchServeClient, model: str) -> dict[int, int]:
             except (psutil.Error, KeyError, ValueError):
                 pass
     return found
-
-
-class Load:
-    """Sends one image over and over; records each answer's status and latency, and the refusals' messages.
-    The soak's and the fault tests' load (the benchmark's own, load.ClosedLoop, is leaner: http.client and
-    no bookkeeping per request, because its per-request cost is part of what it measures)."""
-
-    def __init__(self, client: TorchServeClient, model: str, image: bytes, timeout: float) -> None:
-        self.url = f"{client.endpoints.inference}/predictions/{model}"
-        self.headers = {"Authorization": f"Bearer {client.keys.get('inference', '')}", "Content-Type": "image/jpeg"}
-        self.image = image
-        self.timeout = timeout
-        self.local = threading.local()
-        self.lock = threading.Lock()
-        self.results: list[tuple[float, int | str, float]] = []  # (sent at, status or exception, seconds)
-        self.messages: Counter[str] = Counter()
-
-    def one(self) -> None:
-        session = getattr(self.local, "session", None)
-        if session is None:
-            session = self.local.session = requests.Session()
-        sent = time.monotonic()
-        try:
-            response = session.post(self.url, data=self.image, headers=self.headers, timeout=self.timeout)
-            status: int | str = response.status_code
-            if status != 200:
-                try:
-                    message = response.json().get("message", "")
-                except ValueError:
-                    message = response.text[:200]
-                with self.lock:
-                    self.messages[f"{status}: {message}"] += 1
-        except requests.RequestException as e:
-            status = type(e).__name__
-        with self.lock:
-            self.results.append((sent, status, time.monotonic() - sent))
-
-    def closed_loop(self, clients: int, seconds: float = float("inf"), until: threading.Event | None = None) -> None:
-        """`clients` clients each sending the next request when the last is answered, for `seconds` or
-        until `until` is set (the fault tests run it in the background while they break things)."""
-        deadline = time.monotonic() + seconds
-
-        def loop() -> None:
-            while time.monotonic() < deadline and not (until and until.is_set()):
-                self.one()
-
-        threads = [threading.Thread(target=loop) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    def open_loop(self, rate: float, seconds: float, max_in_flight: int) -> int:
-        """`rate` requests/s at fixed intervals whatever the answers; returns how many were sent."""
-        sent = 0
-        start = time.monotonic()
-        with ThreadPoolExecutor(max_in_flight) as pool:
-            while (now := time.monotonic()) < start + seconds:
-                due = int((now - start) * rate) + 1
-                while sent < due:
-                    pool.submit(self.one)
-                    sent += 1
-                time.sleep(min(0.005, 1 / rate))
-        return sent
-
-    def summary(self, since: float = 0.0) -> dict:
-        rows = [r for r in self.results if r[0] >= since]
-        statuses = Counter(str(s) for _, s, _ in rows)
-        ok = [d for _, s, d in rows if s == 200]
-        shed = [d for _, s, d in rows if s == 503]
-        span = (max(t + d for t, _, d in rows) - min(t for t, _, _ in rows)) if rows else 0.0
-        return {
-            "requests": len(rows),
-            "statuses": dict(statuses),
-            "answered_200_per_s": round(len(ok) / span, 1) if span else 0.0,
-            "latency_200_ms": {"p50": percentile_ms(ok, 50), "p95": percentile_ms(ok, 95),
-                               "max": percentile_ms(ok, 100)},
-            "latency_503_ms": {"p50": percentile_ms(shed, 50), "max": percentile_ms(shed, 100)},
-            "unanswered": sum(not isinstance(s, int) for _, s, _ in rows),
-        }
 
 
 def _mib(memory: dict[int, int]) -> dict[str, float]:
