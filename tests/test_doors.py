@@ -13,9 +13,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -189,6 +191,34 @@ def test_a_slow_client_is_dropped_while_others_are_served(service, key, photo):
     assert b"200 OK" not in leftover
 
 
+class SpoolWatch:
+    """The most bytes the spool folders held at once while the block ran (sampled every 20 ms)."""
+
+    def __init__(self, *folders: Path) -> None:
+        self.folders, self.peak, self.stop = folders, 0, threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self) -> None:
+        while not self.stop.is_set():
+            total = 0
+            for folder in self.folders:
+                for path in folder.rglob("*") if folder.exists() else ():
+                    try:
+                        total += path.stat().st_size if path.is_file() else 0
+                    except OSError:
+                        pass  # answered and removed meanwhile
+            self.peak = max(self.peak, total)
+            time.sleep(0.02)
+
+    def __enter__(self) -> SpoolWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def java_of(service) -> psutil.Process:
     return next(p for p in group_members(service.server.process.pid) if p.name() == "java")
 
@@ -208,11 +238,13 @@ def test_grpc_burst_of_maximum_size_calls_is_answered(service, key, photo, with_
     java = java_of(service)
     big = os.urandom(BUDGET.max_request_bytes - 2**20)  # within the limit with the message's framing
     address = service.doors.public["grpc_inference"]
-    with ThreadPoolExecutor(48 + 20) as pool:
+    spools = (service.server.run_dir / "gateway-spool", service.server.run_dir / "front")
+    with SpoolWatch(*spools) as spooled, ThreadPoolExecutor(48 + 20) as pool:
         calls = [pool.submit(grpc_call, address, big, key if with_key else None) for _ in range(48)]
         photos = [pool.submit(rest, service, photo, key) for _ in range(20)]
         outcomes = Counter(f.result() for f in calls)
         photo_statuses = [f.result().status_code for f in photos]
+    assert spooled.peak <= BUDGET.spool_mib * 2**20, f"spooled {spooled.peak / 2**20:.0f} MiB at once"
     # Refused by the gateway or the front (busy), or answered by the handler (413: over max_image_bytes).
     allowed = {"RESOURCE_EXHAUSTED"} | ({"PERMISSION_DENIED"} if not with_key else set())
     assert set(outcomes) <= allowed, outcomes

@@ -48,6 +48,15 @@ def test_manifests_and_compose_give_the_budgeted_memory():
     assert compose["services"]["torchserve"]["mem_limit"] == f"{BUDGET.limit_mib}m"
 
 
+def test_the_run_volume_holds_the_doors_spools_and_the_logs():
+    """The doors spool what they receive to the run directory (an emptyDir in Kubernetes, evicted past its
+    sizeLimit): the most they can spool at once, plus room for logs, must fit."""
+    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    limit = volumes["run"]["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Gi") and int(limit[:-2]) * 1024 >= BUDGET.spool_mib + 256, (limit, BUDGET.spool_mib)
+
+
 def test_dockerfile_runs_the_front_and_keeps_malloc_arenas_few():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"apt-get install[^\n]*\bnginx\b", dockerfile)

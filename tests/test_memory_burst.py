@@ -20,6 +20,7 @@ from service.local.fronted import FrontedTorchServe
 from service.photos import grace_hopper
 from service.processes import group_members
 from tests.conftest import MODEL
+from tests.test_doors import SpoolWatch
 
 pytestmark = pytest.mark.server
 BURST = 24
@@ -56,11 +57,12 @@ def test_burst_of_maximum_size_uploads_is_answered(fronted, with_key):
     photo_key = server.client().keys["inference"]
     big = os.urandom(BUDGET.max_request_bytes - 1024)
     photo = grace_hopper().read_bytes()
-    with ThreadPoolExecutor(BURST + 20) as pool:
+    with SpoolWatch(front.run_dir) as spooled, ThreadPoolExecutor(BURST + 20) as pool:
         bigs = [pool.submit(send, front.url, big, key) for _ in range(BURST)]
         photos = [pool.submit(send, front.url, photo, photo_key) for _ in range(20)]
         big_results = [f.result() for f in bigs]
         photo_results = [f.result() for f in photos]
+    assert spooled.peak <= BUDGET.spool_mib / 2 * 2**20, f"spooled {spooled.peak / 2**20:.0f} MiB at once"
     outcomes = Counter((kind, status) for kind, status, _ in big_results)
     assert all(kind == "answer" for kind, _, _ in big_results), outcomes
     allowed = {413, 503} if with_key else {400, 503}

@@ -30,11 +30,14 @@ DEFAULT_RUNTIME = "torchscript"
 @dataclass(frozen=True)
 class BodyClass:
     """Requests whose body is at most `max_bytes` (Content-Length); `connections` of them at a time
-    reach TorchServe, the rest get an immediate 503 from the front."""
+    reach TorchServe, the rest get an immediate 503 from the front. `receiving` of them at a time are
+    read and spooled to disk by each door (None: as many as the front takes connections); more are
+    refused before their body is read, so a burst cannot fill the run directory's disk."""
 
     name: str
     max_bytes: int
     connections: int
+    receiving: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,19 @@ class MemoryBudget:
         """Small photos flow freely; large bodies are admitted one or two at a time."""
         return (
             BodyClass("small", 999_999, 32),
-            BodyClass("medium", 9_999_999, 2),
-            BodyClass("large", self.max_request_bytes, 1),
+            BodyClass("medium", 9_999_999, 2, receiving=8),
+            BodyClass("large", self.max_request_bytes, 1, receiving=4),
         )
+
+    def receiving(self, body_class: BodyClass) -> int:
+        return body_class.receiving or self.front_connections
+
+    @property
+    def spool_mib(self) -> float:
+        """The disk both doors' spools can fill at once (the front's HTTP bodies, the gateway's gRPC
+        messages): the run directory's volume must hold it, with the logs."""
+        per_door = sum(c.max_bytes * self.receiving(c) for c in self.body_classes) / MiB
+        return 2 * per_door
 
     @property
     def http_bodies_mib(self) -> float:

@@ -110,6 +110,28 @@ def _proxy(target: str) -> str:
       error_page 502 503 504 = @busy;"""
 
 
+def _receiving_maps(budget: MemoryBudget) -> str:
+    """A limit_conn key per body class that bounds how many bodies are received at once: the class's
+    name for a request whose Content-Length is in that class (a chunked body counts as the largest),
+    empty (not counted) for any other. Checked before the body is read."""
+    classes, lines, low = budget.body_classes, [], 1
+    for i, body_class in enumerate(classes):
+        digits = len(str(body_class.max_bytes))
+        last = i == len(classes) - 1
+        if body_class.receiving is not None:
+            pattern = f"~^[0-9]{{{low},}}:" if last else f"~^[0-9]{{{low},{digits}}}:"
+            chunked = f'\n    "~^:.*chunked" {body_class.name};' if last else ""
+            lines.append(f'  map "$content_length:$http_transfer_encoding" $receiving_{body_class.name} {{\n'
+                         f'    "{pattern}" {body_class.name};{chunked}\n    default "";\n  }}\n'
+                         f"  limit_conn_zone $receiving_{body_class.name} zone=receiving_{body_class.name}:1m;")
+        low = digits + 1
+    return "\n".join(lines)
+
+
+def _receiving_limits(budget: MemoryBudget) -> str:
+    return "".join(f"    limit_conn receiving_{c.name} {c.receiving};\n" for c in budget.body_classes if c.receiving)
+
+
 def _inference_server(doors: Doors, budget: MemoryBudget) -> str:
     """Inference over HTTP: each body class to its upstream; OIP metadata and readiness to service/doors/oip.py."""
     oip = "" if doors.oip is None else f"""    location ~ "^/v2/models/[^/]+(/versions/[^/]+)?(/ready)?$" {{
@@ -120,7 +142,7 @@ def _inference_server(doors: Doors, budget: MemoryBudget) -> str:
     return f"""  server {{
     listen {doors.public["inference"]};
     limit_conn front {budget.front_connections};
-    limit_conn_status 503;
+{_receiving_limits(budget)}    limit_conn_status 503;
     client_max_body_size {budget.max_request_bytes};
 {oip}    location / {{
 {_proxy("$body_class")}
@@ -183,6 +205,7 @@ http {{
   map $content_length $body_class {{
 {_size_map(budget)}
   }}
+{_receiving_maps(budget)}
 {_upstreams(doors, budget)}
 {servers}}}
 """

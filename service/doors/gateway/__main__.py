@@ -42,7 +42,7 @@ class Gateway:
                  oip_port: int, spool_dir: Path, budget: MemoryBudget = BUDGET) -> None:
         self.host, self.ports = host, ports
         upstream = Upstream({door: f"http://{front_host}:{ports[door]}" for door in ("inference", "management")})
-        inference_classes = tuple(SizeClass(c.max_bytes, c.connections) for c in budget.body_classes)
+        inference_classes = tuple(SizeClass(c.max_bytes, c.connections, c.receiving) for c in budget.body_classes)
         common = {"spool_dir": spool_dir, "buffer_bytes": budget.front_buffer_kib * 1024,
                   "idle_s": budget.slow_client_s}
         self.doors = {

@@ -30,12 +30,14 @@ from service.doors.gateway.calls import Call, Method, Refused, status_headers
 
 log = logging.getLogger("gateway")
 GRPC_HEADER = struct.Struct(">?I")  # compressed flag, message length
+BUSY = "the server is busy with other calls of this size: retry shortly"
 
 
 @dataclass(frozen=True)
 class SizeClass:
     max_bytes: int
-    calls: int
+    calls: int  # handled at once
+    receiving: int | None = None  # received (spooled) at once; None: unbounded but by connections
 
 
 @dataclass
@@ -44,21 +46,46 @@ class Stream:
     spool: tempfile.SpooledTemporaryFile
     received: int = 0
     done: bool = False  # answered (or refused) already: further data is read and dropped
+    receiving_class: int = -1  # the size class it holds a receiving place in (-1: none)
+    handed: bool = False  # its spool belongs to the call answering it, which closes it
     pending: bytes = b""  # answer bytes waiting for the client's flow-control window
     trailers: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Admission:
-    """Calls in hand by size class; a call that finds its class full is refused, never queued."""
+    """Calls in hand by size class; a call that finds its class full is refused, never queued. Also
+    the messages being received by size class so far (the event loop's thread only), so that a burst
+    cannot fill the spool's disk: a message that grows into a full class is refused at once."""
 
     def __init__(self, classes: tuple[SizeClass, ...]) -> None:
         self.classes = sorted(classes, key=lambda c: c.max_bytes)
         self.slots = {c.max_bytes: threading.BoundedSemaphore(c.calls) for c in self.classes}
+        self.receiving = [0] * len(self.classes)
+
+    def class_of(self, size: int) -> int:
+        return next((i for i, c in enumerate(self.classes) if size <= c.max_bytes), len(self.classes) - 1)
 
     def take(self, size: int) -> threading.BoundedSemaphore | None:
-        size_class = next((c for c in self.classes if size <= c.max_bytes), self.classes[-1])
-        slot = self.slots[size_class.max_bytes]
+        slot = self.slots[self.classes[self.class_of(size)].max_bytes]
         return slot if slot.acquire(blocking=False) else None
+
+    def receive(self, stream: Stream) -> bool:
+        """Move the stream to the receiving place of the class its size has reached; False if full."""
+        index = self.class_of(stream.received)
+        if index == stream.receiving_class:
+            return True
+        self.done_receiving(stream)
+        limit = self.classes[index].receiving
+        if limit is not None and self.receiving[index] >= limit:
+            return False
+        self.receiving[index] += 1
+        stream.receiving_class = index
+        return True
+
+    def done_receiving(self, stream: Stream) -> None:
+        if stream.receiving_class >= 0:
+            self.receiving[stream.receiving_class] -= 1
+            stream.receiving_class = -1
 
 
 class GrpcDoor(asyncio.Protocol):
@@ -78,9 +105,8 @@ class GrpcDoor(asyncio.Protocol):
         self.rearm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for stream in self.streams.values():
-            stream.spool.close()
-        self.streams.clear()
+        for stream_id in list(self.streams):
+            self.forget(stream_id)
         if self.idle:
             self.idle.cancel()
 
@@ -139,6 +165,9 @@ class GrpcDoor(asyncio.Protocol):
                                            f"the request message is over {self.door.max_bytes} bytes "
                                            f"({self.door.max_bytes / 2**20:g} MiB): send a smaller one"))
             return
+        if not self.door.admission.receive(stream):
+            self.refuse(stream_id, Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY))
+            return
         stream.spool.write(data)
 
     def on_end(self, stream_id: int) -> None:
@@ -147,11 +176,12 @@ class GrpcDoor(asyncio.Protocol):
             self.forget(stream_id)
             return
         stream.done = True
+        self.door.admission.done_receiving(stream)
         slot = self.door.admission.take(stream.received)
         if slot is None:
-            self.refuse(stream_id, Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                           "the server is busy with other calls of this size: retry shortly"))
+            self.refuse(stream_id, Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY))
             return
+        stream.handed = True
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.door.pool, self.door.answer, stream, slot)
         future.add_done_callback(lambda f: self.answered(stream_id, f.result()))
@@ -207,7 +237,9 @@ class GrpcDoor(asyncio.Protocol):
     def forget(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream:
-            stream.spool.close()
+            self.door.admission.done_receiving(stream)
+            if not stream.handed:
+                stream.spool.close()
 
 
 class Door:
