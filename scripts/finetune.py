@@ -19,8 +19,10 @@ import sys
 from pathlib import Path
 
 from service.archive.builder import DEFAULT_ARCH
-from service.finetune import FinetuneError, FinetuneRequest, TrainConfig, finetune
 from service.finetune.demo import make_demo_data
+from service.finetune.errors import FinetuneError
+from service.finetune.run import FinetuneRequest, finetune
+from service.finetune.train import TrainConfig
 from service.names import MODEL_CONFIG, MODEL_STORE
 
 DEFAULTS = TrainConfig()

@@ -24,7 +24,7 @@ from PIL import Image
 from handler.errors import RequestError
 from handler.images import decode_image
 from handler.settings import DEFAULTS
-from service.finetune.dataset import SPLIT_FOLDERS, name_key
+from service.finetune.folders import SPLIT_FOLDERS, name_key
 from service.names import FEEDBACK_DIR
 
 MAX_LABEL_CHARS = 100

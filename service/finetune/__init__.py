@@ -5,13 +5,6 @@ builder's own weights with a new head (model.py), train on the handler's own pre
 (inputs.py, train.py), build the archive with service.archive and write the report beside it
 (run.py, report.py). scripts/finetune.py is the command line over `finetune()`; demo.py
 generates a folder to try it on. Only requirements.txt packages are imported on this path
-(matplotlib, for the report's plot, only if it is installed).
+(matplotlib, for the report's plot, only if it is installed). Importing the package imports no torch:
+the UI uses folders.py.
 """
-
-from __future__ import annotations
-
-from service.finetune.errors import FinetuneError
-from service.finetune.run import FinetuneRequest, FinetuneResult, finetune
-from service.finetune.train import TrainConfig
-
-__all__ = ["FinetuneError", "FinetuneRequest", "FinetuneResult", "TrainConfig", "finetune"]

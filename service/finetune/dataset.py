@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,8 @@ from handler.model_card import Preprocessing
 from handler.preprocess import decode_for_model
 from handler.settings import DEFAULTS
 from service.finetune.errors import FinetuneError
+from service.finetune.folders import SPLIT_FOLDERS, name_key
 
-SPLIT_FOLDERS = ("train", "val")
 LAYOUT_HINT = "one sub-folder per class, e.g. DIR/cat/1.jpg, DIR/dog/2.png (or DIR/train/cat/... and DIR/val/cat/...)"
 
 
@@ -65,11 +64,6 @@ def class_folders(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise FinetuneError(f"{folder} is not a folder; expected {LAYOUT_HINT}")
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-
-
-def name_key(name: str) -> str:
-    """What a person reads as the same label: Unicode-normalized, stripped, case-folded."""
-    return unicodedata.normalize("NFKC", name).strip().casefold()
 
 
 def check_class_names(names: Iterable[str], folder: Path) -> list[str]:
