@@ -27,7 +27,7 @@ ARCHIVE_ARGS += $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(PRECISION),--precis
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-serve.txt requirements-ui.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .

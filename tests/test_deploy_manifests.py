@@ -150,8 +150,9 @@ def image_env() -> dict[str, str]:
 def test_dockerfile_base_is_a_build_argument():
     args = dict(arg.split("=", 1) for name, arg in instructions() if name == "ARG" and "=" in arg)
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")  # what users get without build args
-    assert last("FROM") == "${PYTHON_IMAGE}"
-    assert args["WEIGHTS"] == "official" and args["TORCH_VARIANT"] == "default"
+    stages = [arg.split() for name, arg in instructions() if name == "FROM"]
+    assert stages == [["${PYTHON_IMAGE}", "AS", name] for name in ("builder", "ui", "serving")]  # serving: the default
+    assert args["WEIGHTS"] == "official" and args["TORCH_VARIANT"] == "cpu"
     # OCI-format builds (Podman's default) ignore SHELL: every RUN must be plain sh, which
     # `make container-test` proves by building in that format.
     assert "SHELL" not in {name for name, _ in instructions()}
@@ -187,8 +188,8 @@ def test_compose_runs_server_and_ui():
     services = compose["services"]
     assert set(services) >= {"torchserve", "ui"}
     server, ui = services["torchserve"], services["ui"]
-    assert server["build"]["context"] == "."
-    assert ui["image"] == server["image"]
+    assert server["build"]["context"] == ui["build"]["context"] == "."
+    assert (server["build"]["target"], ui["build"]["target"]) == ("serving", "ui")  # the Dockerfile's stages
     assert ui["depends_on"]["torchserve"]["condition"] == "service_healthy"
     assert "8080:8080" in server["ports"] and any(p.startswith("127.0.0.1:8081") for p in server["ports"])
     assert ui["environment"]["TS_INFERENCE_URL"] == "http://torchserve:8080"

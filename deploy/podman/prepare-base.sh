@@ -5,7 +5,8 @@
 #   1. apt-get install podman runc debootstrap (as `make test-deps` installs chromium)
 #   2. debootstrap --variant=minbase bookworm from the mirror this machine's apt uses,
 #      imported as localhost/bookworm:min
-#   3. deploy/podman/base.Containerfile on top: localhost/python:3.11-slim-bookworm
+#   3. deploy/podman/base.Containerfile on top, squashed to one layer (so the apt lists and
+#      documentation it removes are gone, not hidden): localhost/python:3.11-slim-bookworm
 # Env: PODMAN (the podman command with its global options), BASE_IMAGE (the result's name).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -20,8 +21,11 @@ if ! command -v podman > /dev/null || ! command -v runc > /dev/null || ! command
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap
 fi
 
-if $PODMAN image exists "$BASE_IMAGE"; then
-    echo "stand-in base $BASE_IMAGE exists"
+# The revision base.Containerfile labels its image with: an older stand-in is rebuilt.
+REVISION=$(sed -n 's/^LABEL org.example.stand-in-revision="\(.*\)"$/\1/p' "$HERE/base.Containerfile")
+if $PODMAN image exists "$BASE_IMAGE" && [ "$($PODMAN image inspect --format \
+        '{{index .Labels "org.example.stand-in-revision"}}' "$BASE_IMAGE")" = "$REVISION" ]; then
+    echo "stand-in base $BASE_IMAGE (revision $REVISION) exists"
     exit 0
 fi
 
@@ -39,5 +43,5 @@ fi
 
 echo "building the stand-in base $BASE_IMAGE"
 # Debian's packages come over the mirror apt names; no pip, so no build-time mounts.
-$PODMAN build --network host --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+$PODMAN build --squash-all --network host --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
     --build-arg ROOTFS_IMAGE="$ROOTFS_IMAGE" -t "$BASE_IMAGE" -f "$HERE/base.Containerfile" "$HERE"
