@@ -80,11 +80,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/srv/app
 WORKDIR /srv/app
 COPY requirements-ui.txt /tmp/
-# No bytecode, no pip, no packages' own test suites: about a third of the venv (pandas' tests alone are 60 MB).
+# Left out, about half the venv: bytecode, pip, packages' own test suites (pandas' alone are 60 MB), and two
+# parts of Streamlit's dependencies the page never imports (tests/test_ui_without_torch.py blocks them):
+# pydeck (map charts) and Arrow Flight (RPC, 35 MB of pyarrow).
 RUN python -m venv "$VIRTUAL_ENV" \
     && pip install --no-compile -r /tmp/requirements-ui.txt \
-    && pip uninstall -y -q pip setuptools \
+    && pip uninstall -y -q pip setuptools pydeck \
     && find "$VIRTUAL_ENV" -depth -type d -name tests -prune -exec rm -rf {} + \
+    && rm -f "$VIRTUAL_ENV"/lib/python3.11/site-packages/pyarrow/*flight* \
     && rm /tmp/requirements-ui.txt
 # The page, the client and the few torch-free modules they import (tests/test_ui_without_torch.py).
 COPY ui ui
@@ -131,7 +134,8 @@ WORKDIR /srv/app
 COPY requirements.txt requirements-serve.txt /tmp/requirements/
 COPY --from=builder /tmp/runtime.txt /tmp/requirements/
 # torch alone (the worker never imports torchvision), then the serving packages and the archive's runtime
-# (ONNX Runtime or OpenVINO if the archive names one, at requirements.txt's pins).
+# (ONNX Runtime or OpenVINO if the archive names one, at requirements.txt's pins). Left out: pip, and torch's
+# C++ headers and test binaries (145 MB; they serve only to compile extensions, which serving never does).
 RUN python -m venv "$VIRTUAL_ENV" \
     && pins=/tmp/requirements/requirements.txt \
     && version="${TORCH_VERSION:-$(sed -n 's/^torch==//p' "$pins")}" \
@@ -144,7 +148,8 @@ RUN python -m venv "$VIRTUAL_ENV" \
     && pip install -r /tmp/requirements/requirements-serve.txt \
     && if [ -s /tmp/requirements/runtime.txt ]; then pip install -r /tmp/requirements/runtime.txt; fi \
     && pip check \
-    && pip uninstall -y -q pip setuptools \
+    && pip uninstall -y -q pip \
+    && rm -rf "$VIRTUAL_ENV"/lib/python3.11/site-packages/torch/include "$VIRTUAL_ENV"/lib/python3.11/site-packages/torch/test \
     && if [ "$TORCH_VARIANT" = cpu ]; then python -c "import torch; assert not torch.version.cuda, torch.version.cuda"; fi \
     && rm -rf /tmp/requirements
 
@@ -152,7 +157,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
 # metadata imports; the archive and the gRPC stubs from the builder. No training, benchmark or UI code.
 COPY deploy/docker deploy/docker
 COPY handler handler
-COPY service/__init__.py service/names.py service/properties.py service/processes.py service/
+COPY service/__init__.py service/names.py service/photos.py service/properties.py service/processes.py service/
 COPY service/client/__init__.py service/client/api.py service/client/grpc_api.py service/client/upload.py service/client/
 COPY service/container service/container
 COPY service/doors service/doors

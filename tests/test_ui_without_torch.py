@@ -1,6 +1,7 @@
 """The web UI and the Python client run without PyTorch (the UI image has none): every module of ui/
 and service/client imported, the page rendered against a real TorchServe and a photo classified, in a
-Python where importing torch (or torchvision, Captum, TorchServe's worker) raises."""
+Python where importing torch (or torchvision, Captum, TorchServe's worker) raises, and so does importing
+what the UI image leaves out of Streamlit's dependencies (pydeck, Arrow Flight: Dockerfile, ui stage)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from tests.conftest import MODEL, ROOT
 # Installed first on sys.meta_path: any import of these packages fails, even an indirect one.
 BLOCKER = textwrap.dedent("""
     import importlib.abc, sys
-    BLOCKED = ("torch", "torchvision", "captum", "ts", "torchserve", "model_archiver")
+    BLOCKED = ("torch", "torchvision", "captum", "ts", "torchserve", "model_archiver", "pydeck", "pyarrow.flight",
+               "pyarrow._flight")
     class Blocked(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
+            if any(name == blocked or name.startswith(blocked + ".") for blocked in BLOCKED):
                 raise ImportError(f"{name} is not in the UI image")
     sys.meta_path.insert(0, Blocked())
 """)

@@ -102,8 +102,14 @@ def layers(image: str) -> list[dict]:
 def largest_layers(image: str, count: int = 4) -> list[dict]:
     """The biggest layers, each with its size in MB and the first 120 characters of its instruction."""
     biggest = sorted(layers(image), key=lambda layer: -layer["bytes"])[:count]
-    return [{"mb": round(layer["bytes"] / 1e6, 1), "created_by": " ".join(layer["created_by"].split())[:120]}
+    return [{"mb": round(layer["bytes"] / 1e6, 1), "created_by": instruction(layer["created_by"])[:120]}
             for layer in biggest]
+
+
+def instruction(created_by: str) -> str:
+    """A layer's instruction without the build arguments Podman prefixes to RUN steps ("|4 A=1 ... /bin/sh -c")."""
+    words = " ".join(created_by.split())
+    return words[words.index("/bin/sh -c"):] if words.startswith("|") and "/bin/sh -c" in words else words
 
 
 def layer_files(image: str, folder: Path) -> dict[str, list[str]]:

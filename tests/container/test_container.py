@@ -157,9 +157,11 @@ def test_archive_answers_the_same_on_the_serving_torch(built_image, tmp_path, co
     """The builder's torch (requirements.txt's) made the archive; the serving stage's CPU torch may be another
     release (the one this machine's wheel folder has). Same photos, same code path: logits within 1e-5."""
     archive = copy_archive_out(built_image.image, tmp_path)
+    (tmp_path / "photos").mkdir()
     for name, path in photos().items():
-        (tmp_path / "photos").mkdir(exist_ok=True)
         (tmp_path / "photos" / f"{name}{path.suffix}").write_bytes(path.read_bytes())
+    for path in (tmp_path, tmp_path / "photos", archive, *(tmp_path / "photos").iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the image's user (uid 10001)
     names = sorted(p.name for p in (tmp_path / "photos").iterdir())
     inside = podman.podman(
         "run", "--rm", *podman.ULIMITS, "-v", f"{tmp_path}:/check:ro", "-v", f"{ROOT / 'tests'}:/srv/app/tests:ro",
