@@ -65,14 +65,15 @@ def group_members(pgid: int, since: float = 0.0) -> list[psutil.Process]:
     members = []
     for p in psutil.process_iter():
         try:
-            if os.getpgid(p.pid) == pgid and p.create_time() >= since and _alive(p):
+            if os.getpgid(p.pid) == pgid and p.create_time() >= since and alive(p):
                 members.append(p)
         except (OSError, psutil.Error):
             pass
     return members
 
 
-def _alive(p: psutil.Process) -> bool:
+def alive(p: psutil.Process) -> bool:
+    """A process that ends between two psutil calls raises instead of answering: that is gone too."""
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -93,7 +94,7 @@ def stop_group(pid: int, timeout: float, since: float = 0.0) -> None:
             except psutil.Error:
                 pass
         deadline = time.monotonic() + wait
-        while (members := [p for p in members if _alive(p)]) and time.monotonic() < deadline:
+        while (members := [p for p in members if alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.1)
         if not members:
             return

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from service.processes import group_members, stop_group
+from service.processes import alive, group_members, stop_group
 
 log = logging.getLogger("supervisor")
 
@@ -39,11 +39,18 @@ class Service:
         if self.process.poll() is not None:
             return f"{self.name} exited with code {self.process.returncode}"
         if self.watch_names and not self.watched:
-            self.watched = [p for p in group_members(self.process.pid) if p.name() in self.watch_names]
+            self.watched = [p for p in group_members(self.process.pid) if _name(p) in self.watch_names]
         for p in self.watched:
-            if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
-                return f"{self.name}'s {p.name()} process (pid {p.pid}) is gone"
+            if not alive(p):
+                return f"{self.name}'s {'/'.join(self.watch_names)} process (pid {p.pid}) is gone"
         return None
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:  # ended since it was listed
+        return ""
 
 
 class Supervisor:
