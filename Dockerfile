@@ -155,6 +155,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
 
 # What serving runs: the doors, the supervisor, the client they share, the handler's plain modules the OIP
 # metadata imports; the archive and the gRPC stubs from the builder. No training, benchmark or UI code.
+COPY config config
 COPY deploy/docker deploy/docker
 COPY handler handler
 COPY service/__init__.py service/names.py service/photos.py service/properties.py service/processes.py service/
