@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from handler.settings import DEFAULTS
 from scripts import finetune
@@ -100,16 +100,25 @@ def running_ui(server: TorchServe, log_file: Path, **env: str) -> Iterator[str]:
         stop_group(ui.pid, 10)
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextmanager
+def chromium(*extra_args: str) -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright; `extra_args` after the usual ones (the batch
+    tests add a fake camera)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test-deps` (apt-get install chromium)")
     expect.set_options(timeout=WAIT_MS)
-
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -149,7 +149,9 @@ def test_folder_files_split_into_photos_and_skipped_ones():
     ]
     picked = split_folder(files)
     assert picked.photos == [("f/a.JPG", b"1"), ("f/sub/b.webp", b"3"), ("f/sub/deeper/d.heic", b"7")]
-    assert picked.skipped == ["f/.DS_Store", "f/notes.txt", "f/sub/._c.jpg", "f/movie.mov", "f/README"]
+    assert picked.skipped == ["f/.DS_Store", "f/movie.mov", "f/notes.txt", "f/README", "f/sub/._c.jpg"]
+    numbered = split_folder([("f/photo 10.jpg", b""), ("f/Photo 9.jpg", b""), ("f/photo 1.png", b"")])
+    assert [name for name, _ in numbered.photos] == ["f/photo 1.png", "f/Photo 9.jpg", "f/photo 10.jpg"]
     assert is_image_name("x.png") and is_image_name("x.tiff") and not is_image_name("x.pdf")
 
 

@@ -24,6 +24,7 @@ CARD_LIMIT = 20
 THRESHOLD_KEY = "uncertain_below"
 FILTER_KEY = "only_uncertain"
 TABLE_HEIGHT = 420
+CHART_HEIGHT = 260
 
 
 def show_results(
@@ -36,37 +37,36 @@ def show_results(
         if outcomes[0] is not None:
             show_outcome(outcomes[0], photos[0][1], keys[0], settings)
         return
-    threshold = (
-        st.slider(
-            "Uncertain below (top-1 probability)",
-            0,
-            100,
-            int(DEFAULT_THRESHOLD * 100),
-            format="%d%%",
-            key=THRESHOLD_KEY,
-            help="Photos whose top label is less likely than this are marked "
-            "uncertain: filter the table to them, or review them one by one.",
+    controls, chart = st.columns([3, 2], gap="large")
+    with controls:
+        threshold = (
+            st.slider(
+                "Uncertain below (top-1 probability)",
+                0,
+                100,
+                int(DEFAULT_THRESHOLD * 100),
+                format="%d%%",
+                key=THRESHOLD_KEY,
+                help="Photos whose top label is less likely than this are marked "
+                "uncertain: filter the table to them, or review them one by one.",
+            )
+            / 100
         )
-        / 100
-    )
-    uncertain = [row for row in rows if row.uncertain(threshold)]
-    st.markdown(
-        f"**{len(uncertain)} uncertain** (below {threshold:.0%}) · {sum(1 for row in rows if row.error)} failed"
-    )
-    show_downloads(rows, threshold)
-    only_uncertain = st.toggle("Show only the uncertain ones", key=FILTER_KEY)
-    shown = uncertain if only_uncertain else rows
-    table, chart = st.columns([3, 2], gap="medium")
-    with table:
-        picked = show_table(shown, threshold, only_uncertain)
+        uncertain = [row for row in rows if row.uncertain(threshold)]
+        failed = sum(1 for row in rows if row.error)
+        st.markdown(f"**{len(uncertain)} uncertain** (below {threshold:.0%}) · {failed} failed")
+        only_uncertain = st.toggle("Show only the uncertain ones", key=FILTER_KEY)
+        show_downloads(rows, threshold)
     with chart:
         show_chart(rows)
+    shown = uncertain if only_uncertain else rows
+    picked = show_table(shown, threshold, only_uncertain)
     show_review(uncertain, photos, outcomes, keys, settings)
     show_cards(picked or shown, bool(picked), photos, outcomes, keys, settings)
 
 
 def show_downloads(rows: Sequence[ResultRow], threshold: float) -> None:
-    csv_column, json_column, _ = st.columns([1, 1, 3])
+    csv_column, json_column = st.columns(2)
     with csv_column:
         st.download_button(
             "Download CSV",
@@ -117,7 +117,7 @@ def show_chart(rows: Sequence[ResultRow]) -> None:
         return
     st.markdown("**Photos per top label**")
     frame = pd.DataFrame(counts, columns=["top label", "photos"])
-    st.bar_chart(frame, x="top label", y="photos", horizontal=True, sort=False, height=TABLE_HEIGHT - 30)
+    st.bar_chart(frame, x="top label", y="photos", horizontal=True, sort=False, height=CHART_HEIGHT)
 
 
 def show_cards(

@@ -9,6 +9,7 @@ A camera picture is classified like an uploaded JPEG.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -55,10 +56,16 @@ def is_image_name(name: str) -> bool:
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def natural_key(path: str) -> list[object]:
+    """ "photo 2.jpg" before "photo 10.jpg", as a file manager lists them."""
+    return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", path)]
+
+
 def split_folder(files: list[tuple[str, bytes]]) -> Picked:
-    """A folder's files: the images to send (in the order the browser listed them) and the rest, skipped."""
+    """A folder's files by path (the browser lists them in no useful order): the images to send and
+    the rest, skipped."""
     picked = Picked()
-    for name, data in files:
+    for name, data in sorted(files, key=lambda file: natural_key(file[0])):
         if is_image_name(name):
             picked.photos.append((name, data))
         else:
