@@ -8,6 +8,7 @@ TorchServe: settings come from TS_INFERENCE_URL, TS_MANAGEMENT_URL, TS_MODEL, TS
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from handler.settings import DEFAULTS
 from service.client.api import Settings, TorchServeClient
@@ -96,14 +97,20 @@ def main() -> None:
     if not photos:
         return
     keys = [file_key(data, name, topk, settings.model) for name, data in photos]
-    unkept = classify_new(client, settings, photos, keys, topk)
+    bar = st.empty()  # drawn on every run, so the elements below keep their places (and a focused slider its focus)
+    unkept = classify_new(client, settings, photos, keys, topk, bar)
     outcomes: dict[str, Outcome] = st.session_state.outcomes
     st.session_state.outcomes = {k: outcomes[k] for k in keys if k in outcomes}  # forget removed photos
     show_results(photos, [outcomes.get(k) or unkept.get(k) for k in keys], keys, settings)
 
 
 def classify_new(
-    client: TorchServeClient, settings: Settings, photos: list[tuple[str, bytes]], keys: list[str], topk: int
+    client: TorchServeClient,
+    settings: Settings,
+    photos: list[tuple[str, bytes]],
+    keys: list[str],
+    topk: int,
+    bar: DeltaGenerator,
 ) -> dict[str, Outcome]:
     """Classify the photos the session has no answer for, under one progress bar (ui/batch.py). Each
     answer is kept as it arrives, so a rerun in the middle (a click) loses none of them; returned are
@@ -113,7 +120,6 @@ def classify_new(
     unkept: dict[str, Outcome] = {}
     if not new:
         return unkept
-    bar = st.empty()
 
     def show(progress: Progress) -> None:
         bar.progress(progress.done / max(progress.total, 1), text=progress.text())

@@ -62,9 +62,10 @@ def show_review(
     if not uncertain:
         return
     with st.expander(f"Review the {len(uncertain)} uncertain photos one by one", icon=":material/rule:"):
-        kind, message = st.session_state.pop(MESSAGE_KEY, (None, None))
+        kind, message = st.session_state.get(MESSAGE_KEY, (None, None))
+        slot = st.empty()  # always there, so what follows keeps its place from one answer to the next
         if message:
-            getattr(st, kind)(message)
+            getattr(slot, kind)(message)
         found = next_to_review(uncertain, keys, st.session_state.get(DONE_KEY, set()))
         if found is None:
             st.success("Every uncertain photo is reviewed.", icon=":material/task_alt:")
