@@ -141,7 +141,7 @@ def test_a_folder_of_120_photos_makes_a_table_and_a_csv_of_the_apis_answers(page
     assert page.locator('[data-testid="stProgress"]').count() == 0  # the batch's bar is gone, no card is drawn
     expect(page.get_by_text("Select rows in the table to see their photos", exact=False)).to_be_visible()
     assert_no_traceback(page)
-    table(page).scroll_into_view_if_needed()
+    page.get_by_text("120 of 120 classified.").evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(screenshots / "table.png"))
     if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
         shutil.copyfile(screenshots / "table.png", ROOT / "docs" / "ui-table.png")
