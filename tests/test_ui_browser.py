@@ -196,8 +196,9 @@ def test_two_photos_two_result_blocks(page, screenshots):
     wait_done(page, 2)
     assert page.get_by_text("2 of 2 classified.").is_visible()
     # st.image's component is a lazily loaded script chunk: the caption can be on the page first
-    expect(page.locator('[data-testid="stImage"] img')).to_have_count(2)
-    assert all(page.locator('[data-testid="stImage"] img').evaluate_all("imgs => imgs.map(i => i.complete)"))
+    cards = page.locator('[data-testid="stImage"]:not([data-testid="stExpander"] *) img')  # not the review's photo
+    expect(cards).to_have_count(2)
+    assert all(cards.evaluate_all("imgs => imgs.map(i => i.complete)"))
     expect(page.locator('[data-testid="stProgress"]')).to_have_count(2 * DEFAULTS.topk)
     assert_no_traceback(page)
     shoot(page, screenshots / "two-photos.png")
