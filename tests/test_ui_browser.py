@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from handler.settings import DEFAULTS
 from scripts import finetune
@@ -100,16 +100,25 @@ def running_ui(server: TorchServe, log_file: Path, **env: str) -> Iterator[str]:
         stop_group(ui.pid, 10)
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextmanager
+def chromium(*extra_args: str) -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright; `extra_args` after the usual ones (the batch
+    tests add a fake camera)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test-deps` (apt-get install chromium)")
     expect.set_options(timeout=WAIT_MS)
-
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -187,8 +196,9 @@ def test_two_photos_two_result_blocks(page, screenshots):
     wait_done(page, 2)
     assert page.get_by_text("2 of 2 classified.").is_visible()
     # st.image's component is a lazily loaded script chunk: the caption can be on the page first
-    expect(page.locator('[data-testid="stImage"] img')).to_have_count(2)
-    assert all(page.locator('[data-testid="stImage"] img').evaluate_all("imgs => imgs.map(i => i.complete)"))
+    cards = page.locator('[data-testid="stImage"]:not([data-testid="stExpander"] *) img')  # not the review's photo
+    expect(cards).to_have_count(2)
+    assert all(cards.evaluate_all("imgs => imgs.map(i => i.complete)"))
     expect(page.locator('[data-testid="stProgress"]')).to_have_count(2 * DEFAULTS.topk)
     assert_no_traceback(page)
     shoot(page, screenshots / "two-photos.png")

@@ -7,21 +7,20 @@ TorchServe: settings come from TS_INFERENCE_URL, TS_MANAGEMENT_URL, TS_MODEL, TS
 
 from __future__ import annotations
 
-import hashlib
-from concurrent.futures import Future, ThreadPoolExecutor
-
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from handler.settings import DEFAULTS
 from service.client.api import Settings, TorchServeClient
-from ui.explain_view import show_why
-from ui.feedback import model_labels, show_feedback
-from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state
+from ui.batch import Progress, classify_many
+from ui.cards import file_key
+from ui.logic import MAX_TOPK, Outcome, ServerState, server_state
 from ui.model_picker import show_model_picker
+from ui.results_view import show_results
+from ui.sources import pick_photos
 
 TITLE = "Image classifier"
 STATE_TTL_S = 10
-PARALLEL_REQUESTS = 4  # TorchServe batches concurrent requests; results still show in upload order
 
 
 def session_client(settings: Settings) -> TorchServeClient:
@@ -74,38 +73,6 @@ def show_sidebar(state: ServerState, settings: Settings) -> int:
         return st.slider("Labels per photo (top-k)", min_value=1, max_value=MAX_TOPK, value=DEFAULTS.topk)
 
 
-def show_outcome(outcome: Outcome, data: bytes, key: str, settings: Settings) -> None:
-    """One result block: the preview on the left, labels with percentages and bars on the right, then
-    the "Why?" toggle (its overlay beside the photo) and the "Is this right?" form."""
-    with st.container(border=True):
-        why_on = bool(st.session_state.get(f"why:{key}"))  # the toggle's state, known before it is drawn
-        columns = st.columns([1, 1, 2] if why_on else [1, 2], gap="medium")
-        left, why, right = columns[0], columns[1] if why_on else columns[0], columns[-1]
-        with left:
-            image = preview(data)
-            if image is not None:
-                st.image(image, caption=outcome.filename, width="stretch")
-            else:
-                st.markdown(f"**{outcome.filename}**  \n_no preview_")
-        with right:
-            if outcome.error:
-                st.error(outcome.error, icon=":material/error:")
-                return
-            st.markdown(f"**{outcome.filename}**")
-            for rank, p in enumerate(outcome.predictions, start=1):
-                st.progress(
-                    min(max(float(p["probability"]), 0.0), 1.0),
-                    text=f"{rank}. **{p['label']}** — {percent(p['probability'])}",
-                )
-            client = st.session_state.client
-            show_why(key, data, outcome.filename, client, settings, why)
-            show_feedback(key, data, outcome, model_labels(settings.model, client))
-
-
-def file_key(data: bytes, name: str, topk: int, model: str) -> str:
-    return f"{hashlib.sha256(data).hexdigest()}:{name}:{topk}:{model}"
-
-
 def main() -> None:
     st.set_page_config(page_title=f"{TITLE} · TorchServe", page_icon=":material/image_search:", layout="wide")
     settings = Settings.from_env()
@@ -126,34 +93,42 @@ def main() -> None:
     elif state.problem:
         st.error(state.problem)
 
-    files = st.file_uploader(
-        "Drag and drop photos here, or click to pick them",
-        accept_multiple_files=True,
-        help="JPEG, PNG, GIF, WebP, BMP, TIFF or HEIC; sent to the server as they are.",
-    )
-    if not files:
+    photos = pick_photos().photos
+    if not photos:
         return
-
+    keys = [file_key(data, name, topk, settings.model) for name, data in photos]
+    bar = st.empty()  # drawn on every run, so the elements below keep their places (and a focused slider its focus)
+    unkept = classify_new(client, settings, photos, keys, topk, bar)
     outcomes: dict[str, Outcome] = st.session_state.outcomes
-    uploads = [(f.name, f.getvalue()) for f in files]
-    keys = [file_key(data, name, topk, settings.model) for name, data in uploads]
-    with ThreadPoolExecutor(PARALLEL_REQUESTS) as pool:
-        pending: dict[str, Future[Outcome]] = {
-            key: pool.submit(classify, client, settings, data, name, topk)
-            for key, (name, data) in zip(keys, uploads, strict=True)
-            if key not in outcomes
-        }
-        for key, (name, data) in zip(keys, uploads, strict=True):
-            if key in pending:
-                with st.spinner(f"Classifying {name}…"):
-                    outcome = pending[key].result()
-                if not outcome.retry:
-                    outcomes[key] = outcome  # the same file and top-k get the same answer: no second request
-            else:
-                outcome = outcomes[key]
-            show_outcome(outcome, data, key, settings)
-    st.session_state.outcomes = {k: outcomes[k] for k in keys if k in outcomes}  # forget removed files
-    st.caption(f"{sum(outcomes[k].ok for k in keys if k in outcomes)} of {len(uploads)} classified.")
+    st.session_state.outcomes = {k: outcomes[k] for k in keys if k in outcomes}  # forget removed photos
+    show_results(photos, [outcomes.get(k) or unkept.get(k) for k in keys], keys, settings)
+
+
+def classify_new(
+    client: TorchServeClient,
+    settings: Settings,
+    photos: list[tuple[str, bytes]],
+    keys: list[str],
+    topk: int,
+    bar: DeltaGenerator,
+) -> dict[str, Outcome]:
+    """Classify the photos the session has no answer for, under one progress bar (ui/batch.py). Each
+    answer is kept as it arrives, so a rerun in the middle (a click) loses none of them; returned are
+    the ones not kept (busy, down: shown now, asked again on the next run)."""
+    outcomes: dict[str, Outcome] = st.session_state.outcomes
+    new = [i for i, key in enumerate(keys) if key not in outcomes]
+    unkept: dict[str, Outcome] = {}
+    if not new:
+        return unkept
+
+    def show(progress: Progress) -> None:
+        bar.progress(progress.done / max(progress.total, 1), text=progress.text())
+
+    for index, outcome in classify_many(client, settings, [photos[i] for i in new], topk, progress=show):
+        # the same photo and top-k get the same answer: no second request
+        (unkept if outcome.retry else outcomes)[keys[new[index]]] = outcome
+    bar.empty()
+    return unkept
 
 
 main()

@@ -82,9 +82,14 @@ def error_message(response: requests.Response, filename: str, settings: Settings
         kind = str(body.get("type", "")) if isinstance(body, dict) else ""
     except ValueError:
         detail, kind = "", ""
-    status = response.status_code
     if is_token_error(response):
         return token_message(settings), True
+    return error_text(response.status_code, kind, detail, filename, settings)
+
+
+def error_text(status: int, kind: str, detail: str, filename: str, settings: Settings) -> tuple[str, bool]:
+    """(friendly message, worth retrying) for an error status, its TorchServe type and message: a
+    whole answer's, or one photo's entry in the answer to a request of several."""
     if status == 415 or kind == "UnsupportedImage":
         advice = detail.removeprefix("not a supported image; ").rstrip(".")
         advice = f" {advice[:1].upper()}{advice[1:]}." if advice else ""

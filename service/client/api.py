@@ -11,7 +11,7 @@ import json
 import mimetypes
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +162,22 @@ class TorchServeClient:
             headers["X-TopK"] = str(topk)
         return self._call(
             "inference", "POST", f"{self.endpoints.inference}/predictions/{model}", data=image, headers=headers
+        )
+
+    def predict_many(
+        self, model: str, images: Sequence[tuple[str, bytes]], topk: int | None = None, shrink: bool = True
+    ) -> requests.Response:
+        """Several photos in one multipart request, one file field each, in order (the server answers
+        {"results": [...]} in the same order, up to its max_images_per_request; one photo gets the
+        one-image answer). Each photo is sent as predict would send it."""
+        files = []
+        for number, (filename, image) in enumerate(images):
+            image, shrunk = shrink_for_upload(image) if shrink else (image, False)
+            content_type = "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            files.append((f"image{number:03d}", (Path(filename).name or "image", image, content_type)))
+        headers = {"X-TopK": str(topk)} if topk is not None else {}
+        return self._call(
+            "inference", "POST", f"{self.endpoints.inference}/predictions/{model}", files=files, headers=headers
         )
 
     def explain(
