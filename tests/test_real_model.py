@@ -191,3 +191,26 @@ def test_runtimes_and_int8_agree_with_fp32_on_top1(answers, output_dir):
             assert margin[0] - margin[1] < TIE, (variant, name)
     (output_dir / "real-model-agreement.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\nreal-model agreement with fp32 top-1: {json.dumps(figures, indent=2)}")
+
+
+def test_the_benchmarks_random_weights_agreement_says_so():
+    """`make bench` rewrites docs/PERFORMANCE.md's agreement lines from random-weights archives: they
+    must say so and point to this module's figures, whose section must be there."""
+    from service.bench.report import DOC, _agreement_line
+    from service.bench.targets import REAL_MODEL_SECTION, agreement_detail
+
+    figures = {
+        "images": 102,
+        "top1_agreement": 0.99,
+        "top1_agreement_centered": 0.725,
+        "distinct_fp32_top1": 1,
+        "distinct_fp32_top1_centered": 20,
+        "logit_cosine": 0.9994,
+        "weights": "random(seed=0)",
+    }
+    line = " ".join(_agreement_line({"agreement": {"int8": figures}}))
+    assert "**random weights**" in line and f'"{REAL_MODEL_SECTION}"' in line
+    detail = agreement_detail(0.99, 0.725, "random(seed=0)", 102)
+    assert detail.startswith("random-weights top-1 agreement") and REAL_MODEL_SECTION in detail
+    assert "random" not in agreement_detail(0.9, 0.8, "file:resnet18-f37072fd.pth")
+    assert f"\n## {REAL_MODEL_SECTION}\n" in DOC.read_text()
