@@ -15,6 +15,12 @@ with --weights or --random-weights, post-training static quantization of those f
 calibrated on --calibration DIR (a folder of your own photos, the recommended way) and augmented
 crops of them; without it, on the sample photos (installed by requirements-dev.txt only).
 
+--runtime onnxruntime --quantize int8: ONNX Runtime's own post-training static quantization of the
+export (any model, --torchscript too), calibrated as above; its top-1 agreement with fp32 is printed.
+
+--interpolation bicubic (and --resize, --crop, --mean, --std): the preprocessing your model was
+trained with; the archive records it and the handler applies it.
+
 --runtime onnxruntime|openvino: the archive also carries model.onnx, exported from model.pt (which
 stays the source of truth) and checked against it on the same photos (fp32: max logit difference
 <= 1e-4, else no archive); the handler then runs that runtime. --precision bf16 (openvino, on a CPU
@@ -27,6 +33,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from handler.preprocess import PIL_FILTERS
 from handler.runtime import RUNTIMES
 from service.archive import BuildError, BuildRequest
 from service.archive import build as build_request
@@ -52,8 +59,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, help="center crop (default: the weights' own, else 224)")
     p.add_argument("--mean", type=float, nargs=3, help="normalization mean (default ImageNet's)")
     p.add_argument("--std", type=float, nargs=3, help="normalization std (default ImageNet's)")
+    p.add_argument(
+        "--interpolation", choices=PIL_FILTERS, help="resize filter (default: the weights' own, else bilinear)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing archive")
-    p.add_argument("--quantize", choices=["int8"], help="int8 model for the x86 quantized engine")
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8 model for the x86 quantized engine, or ONNX Runtime's with --runtime onnxruntime",
+    )
     p.add_argument(
         "--calibration",
         type=Path,
@@ -70,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.torchscript and not args.labels:
         p.error("--torchscript needs --labels")
-    if args.quantize and args.torchscript:
-        p.error("--quantize needs a torchvision --arch, not --torchscript")
+    if args.quantize and args.torchscript and args.runtime == RUNTIMES[0]:
+        p.error("--quantize needs a torchvision --arch, not --torchscript (or --runtime onnxruntime)")
     if args.calibration and not (args.quantize or args.runtime != RUNTIMES[0]):
         p.error("--calibration needs --quantize int8 or --runtime onnxruntime/openvino")
     return args

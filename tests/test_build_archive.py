@@ -164,3 +164,23 @@ def test_a_broken_calibration_photo_is_named(tmp_path):
     (album / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(build_archive.BuildError, match="cannot calibrate on .*broken.jpg"):
         build(tmp_path / "store", "--random-weights", "--quantize", "int8", "--calibration", str(album))
+
+
+def test_interpolation_and_onnxruntime_int8_flags_are_checked(tmp_path):
+    """--interpolation takes the resize filters the handler has; int8 from a --torchscript model
+    goes through ONNX Runtime's quantization, and int8 from fp32 weights on ONNX Runtime does not
+    take torchvision's pre-quantized (downloaded) ones."""
+    from service.archive.builder import BuildRequest, check_request, choose_source
+
+    with pytest.raises(SystemExit):
+        build_archive.parse_args(["--random-weights", "--interpolation", "sharpest"])
+    with pytest.raises(build_archive.BuildError, match="--interpolation sharpest: choose one of"):
+        check_request(BuildRequest(random_weights=True, interpolation="sharpest"), tmp_path / "m.mar")
+    own = ["--torchscript", "m.pt", "--labels", "l.json", "--quantize", "int8"]
+    with pytest.raises(SystemExit):
+        build_archive.parse_args(own)
+    assert build_archive.parse_args([*own, "--runtime", "onnxruntime"]).quantize == "int8"
+    with pytest.raises(build_archive.BuildError, match="runs on --runtime torchscript or onnxruntime"):
+        check_request(BuildRequest(random_weights=True, quantize="int8", runtime="openvino"), tmp_path / "m.mar")
+    source = choose_source(BuildRequest(random_weights=True, quantize="int8", runtime="onnxruntime"))
+    assert source.weights == "random(seed=0)" and source.calibration is None

@@ -13,6 +13,7 @@ import torch
 import torchvision
 
 from handler.model_card import MODEL_FILE, TORCHSCRIPT, ModelCard, Preprocessing, Provenance, sha256_file
+from handler.preprocess import PIL_FILTERS
 from service.archive.agreement import Agreement, model_agreement
 from service.archive.calibration import CalibrationPhotos, calibration_photos
 from service.archive.errors import BuildError
@@ -43,17 +44,24 @@ class BuildRequest:
     crop: int | None = None
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
+    interpolation: str | None = None  # resize filter, torchvision's names ("bilinear", "bicubic")
     force: bool = False
-    quantize: str | None = None  # "int8"
+    quantize: str | None = None  # "int8": TorchScript's x86 engine, or ONNX Runtime's with --runtime onnxruntime
     calibration: Path | None = None  # folder of photos for int8 calibration and export checks
     runtime: str = TORCHSCRIPT  # what serves the model: torchscript, onnxruntime, openvino
     precision: str = "fp32"  # bf16: openvino on a CPU with bf16 (int8 is --quantize)
     trained: Source | None = None  # a model trained in this process (service/finetune); no flag
 
     @property
+    def torch_int8(self) -> bool:
+        """int8 on TorchScript's quantized engine (eager quantization of a torchvision model)."""
+        return bool(self.quantize) and self.runtime == TORCHSCRIPT
+
+    @property
     def calibrates(self) -> bool:
-        """int8 from fp32 weights needs calibration photos; torchvision's int8 weights come calibrated."""
-        return bool(self.quantize) and bool(self.weights or self.random_weights)
+        """int8 from fp32 weights needs calibration photos; torchvision's int8 weights come calibrated
+        (ONNX Runtime int8 calibrates the export: its photos come with `exports`)."""
+        return self.torch_int8 and bool(self.weights or self.random_weights)
 
     @property
     def exports(self) -> bool:
@@ -68,7 +76,7 @@ def choose_source(request: BuildRequest) -> Source:
         if not request.labels:
             raise BuildError("--torchscript needs --labels")
         return torchscript_source(request.torchscript, request.labels)
-    if request.quantize and not request.calibrates:
+    if request.torch_int8 and not request.calibrates:
         return pretrained_int8_source(request.arch, request.labels)
     seed = request.seed if request.random_weights else None
     return eager_source(request.arch, request.labels, request.weights, seed)
@@ -81,7 +89,7 @@ def capture_preprocessing(own: Preprocessing, request: BuildRequest) -> Preproce
         crop=request.crop or own.crop,
         mean=tuple(request.mean) if request.mean else own.mean,
         std=tuple(request.std) if request.std else own.std,
-        interpolation=own.interpolation,
+        interpolation=request.interpolation or own.interpolation,
     )
     if preprocessing.crop > preprocessing.resize:
         raise BuildError(f"--crop {preprocessing.crop} is larger than --resize {preprocessing.resize}")
@@ -106,8 +114,10 @@ def check_request(request: BuildRequest, archive: Path) -> None:
         raise BuildError(f"{archive} exists; pass --force to replace it")
     if not request.model_config.is_file():
         raise BuildError(f"model config {request.model_config} does not exist")
-    if request.quantize and request.torchscript:
-        raise BuildError("--quantize needs a torchvision --arch, not --torchscript")
+    if request.torch_int8 and request.torchscript:
+        raise BuildError("--quantize needs a torchvision --arch, not --torchscript (or --runtime onnxruntime)")
+    if request.interpolation and request.interpolation not in PIL_FILTERS:
+        raise BuildError(f"--interpolation {request.interpolation}: choose one of {', '.join(PIL_FILTERS)}")
     if request.calibration and not (request.calibrates or request.exports):
         raise BuildError(
             "--calibration goes with --quantize int8 and --weights or --random-weights "
@@ -127,9 +137,10 @@ def request_photos(request: BuildRequest) -> CalibrationPhotos | None:
 
 def export(model_file: Path, card: ModelCard, photos: CalibrationPhotos) -> tuple[ModelCard, Agreement]:
     """Export model.pt for the card's runtime beside it; the card then records every model file's sha256."""
-    files, agreement = export_for_runtime(model_file, card, photos)
+    files, agreement, calibration = export_for_runtime(model_file, card, photos)
     hashes = {name: sha256_file(path) for name, path in files.items()}
-    provenance = dataclasses.replace(card.provenance, model_files=hashes)
+    calibration = calibration or card.provenance.calibration
+    provenance = dataclasses.replace(card.provenance, model_files=hashes, calibration=calibration)
     return dataclasses.replace(card, provenance=provenance), agreement
 
 
@@ -144,13 +155,15 @@ def report_agreement(
     """What the opt-in precisions (int8, bf16) and an fp32 export cost in answers, printed at build time
     (int8 from fp32 weights: the eager fp32 model against the int8 TorchScript, on the calibration photos)."""
     what = f"{card.provenance.served_runtime} {card.provenance.served_precision}"
-    if request.quantize and source.calibration is None and photos is not None:  # fp32 weights at hand
+    if request.torch_int8 and source.calibration is None and photos is not None:  # fp32 weights at hand
         agreement = model_agreement(source.model, scripted, card.preprocessing, photos, source.weights)
     if agreement is not None and photos is not None:
         print(f"{what} on {photos.what}: {agreement.summary()}")
     elif request.quantize:
-        print(f"{what}: torchvision's pre-quantized weights, no fp32 model at hand to compare with here "
-              "(torchvision publishes their ImageNet accuracy against fp32's)")
+        print(
+            f"{what}: torchvision's pre-quantized weights, no fp32 model at hand to compare with here "
+            "(torchvision publishes their ImageNet accuracy against fp32's)"
+        )
 
 
 def build(request: BuildRequest) -> Path:
@@ -161,7 +174,8 @@ def build(request: BuildRequest) -> Path:
     photos = request_photos(request)  # fail before the work
     source = choose_source(request)
     preprocessing = capture_preprocessing(source.preprocessing, request)
-    scripted, calibration = compile_model(source, preprocessing, request.quantize, photos)
+    torch_int8 = request.quantize if request.torch_int8 else None
+    scripted, calibration = compile_model(source, preprocessing, torch_int8, photos)
     with tempfile.TemporaryDirectory(prefix="build-archive-") as tmp:
         model_file = Path(tmp) / MODEL_FILE
         save_torchscript(scripted, model_file)
@@ -174,7 +188,7 @@ def build(request: BuildRequest) -> Path:
             weights_file_sha256=source.weights_file_sha256,
             calibration=calibration,
             quantization=request.quantize,
-            quantized_engine=QUANTIZED_ENGINE if request.quantize else None,
+            quantized_engine=QUANTIZED_ENGINE if torch_int8 else None,
             torch=torch.__version__,
             torchvision=torchvision.__version__,
             training=source.training,

@@ -3,7 +3,8 @@
 model.pt stays in the archive as the source of truth; model.onnx is exported from it (dynamic batch
 axis) and run here exactly as the handler will run it (handler/runtime.py) on photos (the sample
 photos, or --calibration DIR on a runtime-only install). fp32 must match TorchScript within
-MAX_FP32_LOGIT_DIFFERENCE or the build fails; bf16 is an opt-in whose top-1 agreement is printed.
+MAX_FP32_LOGIT_DIFFERENCE or the build fails; bf16 and ONNX Runtime int8 (onnx_quantize.py: model.onnx
+is then the int8 graph) are opt-ins whose top-1 agreement is printed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from handler.model_card import MODEL_FILE, ONNX_FILE, TORCHSCRIPT, ModelCard, Provenance
-from handler.runtime import OPENVINO, PACKAGES, RUNTIMES, load_model
+from handler.runtime import ONNXRUNTIME, OPENVINO, PACKAGES, RUNTIMES, load_model
 from service.archive.agreement import Agreement, logit_agreement
 from service.archive.calibration import CalibrationPhotos, calibration_batches
 from service.archive.errors import BuildError
@@ -26,6 +27,7 @@ from service.archive.errors import BuildError
 MAX_FP32_LOGIT_DIFFERENCE = 1e-4
 PRECISIONS = ("fp32", "bf16")
 ONNX_OPSET = 17
+INPUT_NAME = "input"  # the exported graph's input
 # CPU flags (/proc/cpuinfo) under which OpenVINO's CPU plugin runs bf16 natively.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -51,8 +53,8 @@ def check_runtime_request(runtime: str, precision: str, quantize: str | None) ->
         raise BuildError(f"--runtime {runtime}: choose one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise BuildError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    if quantize and runtime != TORCHSCRIPT:
-        raise BuildError(f"--quantize int8 runs on --runtime torchscript, not {runtime}")
+    if quantize and runtime not in (TORCHSCRIPT, ONNXRUNTIME):
+        raise BuildError(f"--quantize int8 runs on --runtime torchscript or onnxruntime, not {runtime}")
     if precision == "bf16":
         if runtime != OPENVINO:
             raise BuildError(f"--precision bf16 runs on --runtime openvino, not {runtime}")
@@ -82,9 +84,9 @@ def export_onnx(model_file: Path, onnx_file: Path, crop: int) -> None:
             scripted,
             (example,),
             str(onnx_file),
-            input_names=["input"],
+            input_names=[INPUT_NAME],
             output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}},
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
@@ -104,12 +106,22 @@ def compare_on_photos(model_dir: Path, provenance: Provenance, card: ModelCard, 
 
 def export_for_runtime(
     model_file: Path, card: ModelCard, photos: CalibrationPhotos
-) -> tuple[dict[str, Path], Agreement]:
-    """The exported model files (name -> path, in model_file's folder) and how the export agrees
-    with TorchScript; BuildError if an fp32 export differs by more than MAX_FP32_LOGIT_DIFFERENCE."""
+) -> tuple[dict[str, Path], Agreement, str | None]:
+    """The exported model files (name -> path, in model_file's folder), how the export agrees with
+    TorchScript and, for int8, how it was calibrated; BuildError if an fp32 export differs by more
+    than MAX_FP32_LOGIT_DIFFERENCE."""
     provenance = card.provenance
     folder = model_file.parent
-    export_onnx(model_file, folder / ONNX_FILE, card.preprocessing.crop)
+    calibration = None
+    if provenance.quantization:  # onnxruntime int8: quantize the fp32 export, serve the int8 graph
+        from service.archive.onnx_quantize import quantize_onnx_int8
+
+        fp32_file = folder / f"fp32-{ONNX_FILE}"
+        export_onnx(model_file, fp32_file, card.preprocessing.crop)
+        calibration = quantize_onnx_int8(fp32_file, folder / ONNX_FILE, card.preprocessing, photos, INPUT_NAME)
+        fp32_file.unlink()
+    else:
+        export_onnx(model_file, folder / ONNX_FILE, card.preprocessing.crop)
     with tempfile.TemporaryDirectory(prefix="export-check-") as tmp:
         for name in (MODEL_FILE, ONNX_FILE):
             shutil.copy(folder / name, Path(tmp) / name)
@@ -120,4 +132,4 @@ def export_for_runtime(
             f"the {what} export differs from TorchScript on {photos.what}: max logit difference "
             f"{agreement.max_logit_difference:.3g} > {MAX_FP32_LOGIT_DIFFERENCE:g}; not building it"
         )
-    return {ONNX_FILE: folder / ONNX_FILE}, agreement
+    return {ONNX_FILE: folder / ONNX_FILE}, agreement, calibration

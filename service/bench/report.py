@@ -13,7 +13,7 @@ import torch
 
 from handler.cores import available_cores
 from service.archive.export import BF16_FLAGS, cpu_flags
-from service.bench.targets import SMALL, SYSTEMS, evaluate, variant_of
+from service.bench.targets import REAL_MODEL_SECTION, SMALL, SYSTEMS, evaluate, variant_of
 from service.names import ROOT
 
 __all__ = ["SMALL", "SYSTEMS", "evaluate"]
@@ -122,15 +122,25 @@ def _cells_table(report: dict) -> list[str]:
 
 
 def _agreement_line(report: dict) -> list[str]:
+    """The benchmark's own agreement figures, on the weights it serves: with random weights they
+    say so, and point to the real model's figures (a near-100 % top-1 there is trivial)."""
     lines = []
     for name, a in (report.get("agreement") or {}).items():
+        random = a["weights"].startswith("random")
         lines += [
             "",
-            f"{name} vs fp32 TorchScript on {a['images']} sample photos and augmented crops ({a['weights']} weights): "
-            f"top-1 agreement **{a['top1_agreement']:.1%}** ({a['distinct_fp32_top1']} distinct fp32 top-1 classes), "
-            f"centered-logit top-1 agreement **{a['top1_agreement_centered']:.1%}** "
+            f"{name} vs fp32 TorchScript on {a['images']} sample photos and augmented crops "
+            + (f"(**random weights**, {a['weights']}): " if random else f"({a['weights']} weights): ")
+            + f"top-1 agreement {a['top1_agreement']:.1%} ({a['distinct_fp32_top1']} distinct fp32 top-1 classes), "
+            f"centered-logit top-1 agreement {a['top1_agreement_centered']:.1%} "
             f"({a['distinct_fp32_top1_centered']} distinct), mean logit cosine {a['logit_cosine']:.4f}, "
-            f"max logit difference {a.get('max_logit_difference', float('nan')):.3g}.",
+            f"max logit difference {a.get('max_logit_difference', float('nan')):.3g}."
+            + (
+                " Random weights answer nearly one class for every image, so this says nothing about how"
+                f' often real answers stay the same; a real model\'s figures are in "{REAL_MODEL_SECTION}" below.'
+                if random
+                else ""
+            ),
         ]
     return lines
 
