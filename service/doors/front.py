@@ -176,18 +176,19 @@ def _control_server(door: str, doors: Doors, budget: MemoryBudget) -> str:
     refused = _json(403, "RegistrationRefused", "the management door registers only an archive already in the "
                     "model store, by its bare file name (POST /models?url=NAME.mar, no body): no URL, path or "
                     "other parameters (scripts/manage.py deploy copies an archive into the store first)")
-    check = f"""    if ($registration_refused) {{
-      return 403 {refused};
-    }}
-    default_type application/json;
+    # In the location (after the body size check, so an oversized body still gets its 413 unread).
+    check = f"""      default_type application/json;
+      if ($registration_refused) {{
+        return 403 {refused};
+      }}
 """ if door == "management" else ""
     return f"""  server {{
     listen {doors.public[door]};
     limit_conn front {budget.front_connections};
     limit_conn_status 503;
-{check}    client_max_body_size {budget.control_body_bytes};
+    client_max_body_size {budget.control_body_bytes};
     location / {{
-{_proxy(door)}
+{check}{_proxy(door)}
     }}
 {_http_refusals(budget.control_body_bytes)}  }}
 """
