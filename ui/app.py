@@ -17,7 +17,7 @@ from service.client.api import Settings, TorchServeClient
 from ui.explain_view import show_why
 from ui.feedback import model_labels, show_feedback
 from ui.logic import MAX_TOPK, Outcome, ServerState, classify, percent, preview, server_state
-from ui.model_picker import show_model_picker
+from ui.model_picker import answered_by, show_model_picker
 
 TITLE = "Image classifier"
 STATE_TTL_S = 10
@@ -92,6 +92,7 @@ def show_outcome(outcome: Outcome, data: bytes, key: str, settings: Settings) ->
                 st.error(outcome.error, icon=":material/error:")
                 return
             st.markdown(f"**{outcome.filename}**")
+            st.caption(answered_by(outcome.model))
             for rank, p in enumerate(outcome.predictions, start=1):
                 st.progress(
                     min(max(float(p["probability"]), 0.0), 1.0),
