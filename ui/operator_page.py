@@ -132,5 +132,5 @@ def render() -> None:
                 ok, message = scale(operator_client(settings), settings.model, int(workers))
             (st.success if ok else st.error)(f"{'Scaled' if ok else 'Not scaled'}: {message}")
     show_outcome()
-    show_versions(settings)
     live(settings)
+    show_versions(settings)  # after the workers: the workers table stays the page's first
