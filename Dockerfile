@@ -94,7 +94,9 @@ COPY ui ui
 COPY service/__init__.py service/names.py service/photos.py service/
 COPY service/client/__init__.py service/client/api.py service/client/upload.py service/client/
 COPY service/finetune/__init__.py service/finetune/folders.py service/finetune/
-COPY handler/__init__.py handler/errors.py handler/images.py handler/settings.py handler/
+COPY handler/__init__.py handler/errors.py handler/images.py handler/model_card.py handler/settings.py handler/
+# The operator page's versions (promote, rollback) read archives' facts and the version record.
+COPY service/versions service/versions
 RUN useradd --system --uid 10001 --user-group --home-dir /srv/run --shell /usr/sbin/nologin model-server \
     && install -d -o model-server -g model-server -m 0750 /srv/run
 USER 10001:10001

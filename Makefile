@@ -113,9 +113,10 @@ container-test: $(STAMP)
 	@cat test-output/container-test.json
 
 # Fine-tune on a folder of labelled photos (one sub-folder per class) and build model_store/$(NAME).mar
-# with its report beside it (README "Your own classes"). FINETUNE_ARGS: e.g. --unfreeze, --random-weights.
+# with its report beside it (README "Your own classes"). VERSION: the model version (default: one above the
+# highest of NAME in model_store; docs/FINETUNE.md deploys it). FINETUNE_ARGS: e.g. --unfreeze, --random-weights.
 # `.venv/bin/python scripts/finetune.py --make-demo-data demo-shapes` writes a folder to try it on.
 .PHONY: finetune
 finetune: $(STAMP)
 	@test -n "$(DATA)" -a -n "$(NAME)" || { echo "usage: make finetune DATA=folder NAME=model-name [FINETUNE_ARGS=...]"; exit 2; }
-	$(PY) scripts/finetune.py "$(DATA)" --model-name "$(NAME)" $(FINETUNE_ARGS)
+	$(PY) scripts/finetune.py "$(DATA)" --model-name "$(NAME)" $(if $(VERSION),--version $(VERSION)) $(FINETUNE_ARGS)

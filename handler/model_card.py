@@ -72,6 +72,8 @@ class Provenance:
     precision: str | None = None
     # sha256 of every model file the runtime reads besides model.pt (e.g. model.onnx): checked at load.
     model_files: dict[str, str] | None = None
+    # The model version the archive was built as (also in its MANIFEST.json); None in older archives.
+    version: str | None = None
 
     @property
     def served_runtime(self) -> str:

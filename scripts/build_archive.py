@@ -52,7 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", type=Path, help="class names: JSON list or TorchServe index_to_name.json")
     p.add_argument("--arch", default=DEFAULT_ARCH, help=f"torchvision classification model (default {DEFAULT_ARCH})")
     p.add_argument("--model-name", default=DEFAULT_MODEL)
-    p.add_argument("--version", default="1.0")
+    p.add_argument(
+        "--version",
+        help="the model version (default: one above the highest of --model-name in --export-path, 1.0 if none)",
+    )
     p.add_argument("--export-path", type=Path, default=MODEL_STORE)
     p.add_argument("--model-config", type=Path, default=MODEL_CONFIG, help="workers, batching, handler settings")
     p.add_argument("--resize", type=int, help="shorter side before cropping (default: the weights' own, else 256)")

@@ -33,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("data", type=Path, nargs="?", help="folder of labelled photos, one sub-folder per class")
     p.add_argument("--make-demo-data", type=Path, metavar="DIR", help="write a generated demo folder to DIR and exit")
     p.add_argument("--model-name", help="the archive's name (required to train)")
-    p.add_argument("--version", default="1.0")
+    p.add_argument(
+        "--version", help="the model version (default: one above the highest of --model-name in --export-path)"
+    )
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=Path, help="a local state dict for --arch (default: the official weights)")
     weights.add_argument("--random-weights", action="store_true", help="start from random weights (tests, offline)")

@@ -25,6 +25,7 @@ from service.local.torchserve import TorchServe
 from service.local.ui_launch import exec_ui, start_ui
 from service.names import MODEL_STORE, RUN_DIR, UI_APP, UI_PORT
 from service.processes import running_pid, stop_group
+from service.versions.operations import restore_defaults
 
 
 def print_banner(server: FrontedTorchServe, models: dict[str, dict], ui_port: int | None) -> None:
@@ -65,7 +66,9 @@ def serve(server: FrontedTorchServe, foreground: bool, with_ui: bool) -> int:
     ui = None
     started = False
     try:
-        models = server.warm_up(server.wait_ready())
+        ready = server.wait_ready()
+        restore_defaults(server.client(), server.server.run_dir)  # versions.json's defaults, not load order
+        models = server.warm_up(ready)
         if not foreground:
             print_banner(server, models, None)
             started = True

@@ -138,9 +138,23 @@ def test_provenance_json_writes_the_same_keys(tmp_path):
     provenance = archive_json(build(tmp_path, "--random-weights"), PROVENANCE_FILE)
     assert set(provenance) == {
         "arch", "model_sha256", "num_classes", "torch", "torchvision", "weights", "weights_sha256",
-        "runtime", "precision",
+        "runtime", "precision", "version",
     }
     assert (provenance["runtime"], provenance["precision"]) == ("torchscript", "fp32")
+    assert provenance["version"] == "1.0"  # a model's first version
+
+
+def test_version_defaults_to_one_above_the_highest_in_the_store(tmp_path):
+    """Rebuilding an archive keeps its version; beside a deployed one (<name>-v<N>.mar) it counts up."""
+    first = build(tmp_path, "--random-weights")
+    assert build(tmp_path, "--random-weights", "--force") == first  # replaces it: still the first version
+    assert archive_json(first, "MAR-INF/MANIFEST.json")["model"]["modelVersion"] == "1.0"
+    first.rename(first.with_name("resnet18-v1.0.mar"))
+    second = build(tmp_path, "--random-weights")
+    assert archive_json(second, "MAR-INF/MANIFEST.json")["model"]["modelVersion"] == "2"
+    assert archive_json(second, PROVENANCE_FILE)["version"] == "2"
+    third = build(tmp_path, "--random-weights", "--force", "--version", "7")
+    assert archive_json(third, "MAR-INF/MANIFEST.json")["model"]["modelVersion"] == "7"
 
 
 def test_calibration_folder_is_checked_before_any_work(tmp_path):

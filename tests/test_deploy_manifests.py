@@ -36,6 +36,7 @@ DEPLOY_KEYS = {
     "allowed_urls", "model_store",  # absolute paths in the image / KServe's mount
     "metrics_config",  # the image's path; KServe's runtime keeps TorchServe's own (no handler series)
     "disable_token_authorization",  # off only behind cluster-internal access (k8s, KServe)
+    "enable_model_api",  # on where tokens guard it (versions: manage.py deploy), off without tokens
     "model_snapshot", "enable_envvars_config",  # KServe's wrapper and runtime
 }
 # Keys only the image's configs (docker, k8s) set: the frontend's JVM inside the memory budget.

@@ -175,6 +175,49 @@ def test_management_and_metrics_doors_refuse_large_bodies(service):
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+REFUSED_REGISTRATIONS = {
+    "https URL": ("/models?url=https://example.com/evil.mar", None),
+    "encoded URL": ("/models?url=https%3A%2F%2Fexample.com%2Fevil.mar", None),
+    "file URL": ("/models?url=file:///tmp/model_store/evil.mar", None),
+    "path outside the store": ("/models?url=%2Ftmp%2Fevil.mar", None),
+    "relative path": ("/models?url=../evil.mar", None),
+    "a handler of its own": ("/models?url=evil.mar&handler=os", None),
+    "a second url": ("/models?url=evil.mar&url=https://example.com/evil.mar", None),
+    "url in a JSON body": ("/models", b'{"url": "https://example.com/evil.mar"}'),
+    "bare name with a body": ("/models?url=evil.mar", b'{"url": "https://example.com/evil.mar"}'),
+    "a workflow": ("/workflows?url=evil.war", None),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED_REGISTRATIONS)
+def test_the_management_door_registers_only_bare_store_archive_names(service, name):
+    """Even with the management key: a URL, a path, a body or other parameters are refused by the front."""
+    management_key = service.server.client().keys["management"]
+    path, body = REFUSED_REGISTRATIONS[name]
+    response = requests.post(f"{service.doors.url('management')}{path}", data=body, timeout=30,
+                             headers={"Authorization": f"Bearer {management_key}", "Content-Type": "application/json"})
+    assert response.status_code == 403 and response.json()["type"] == "RegistrationRefused", response.text
+    assert "bare file name" in response.json()["message"]
+
+
+def test_a_bare_store_name_passes_the_door_and_still_needs_the_key(service):
+    management_key = service.server.client().keys["management"]
+    url = f"{service.doors.url('management')}/models?url=not-in-the-store.mar&initial_workers=1&synchronous=true"
+    without = requests.post(url, timeout=30)
+    assert without.status_code == 400 and "InvalidKeyException" in without.text  # TorchServe's key check
+    with_key = requests.post(url, headers={"Authorization": f"Bearer {management_key}"}, timeout=30)
+    assert with_key.status_code == 404 and "not-in-the-store.mar" in with_key.json()["message"]  # TorchServe's
+    messages, services = stubs("management")  # gRPC management goes through the same door
+    with grpc.insecure_channel(service.doors.public["grpc_management"]) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            services.ManagementAPIsServiceStub(channel).RegisterModel(
+                messages.RegisterModelRequest(url="https://example.com/evil.mar"), metadata=bearer(management_key),
+                timeout=30)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "RegistrationRefused" in refused.value.details()
+    assert [m["modelName"] for m in service.server.client().list_models().json()["models"]] == [MODEL]
+
+
 def test_a_slow_client_is_dropped_while_others_are_served(service, key, photo):
     host, port = service.doors.public["inference"].rsplit(":", 1)
     slow = socket.create_connection((host, int(port)), timeout=BUDGET.slow_client_s + 15)

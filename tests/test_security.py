@@ -4,11 +4,14 @@ integrity at load, and a server that never runs what a request carries."""
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import os
 import pickle
 import re
+import shutil
+import threading
 import time
 import zipfile
 
@@ -19,12 +22,16 @@ import requests
 import torch
 
 from handler.model_card import MODEL_FILE
-from service.local.torchserve import TorchServe
-from service.names import CONFIG
+from service.local.torchserve import TorchServe, store_only_urls
+from service.names import CONFIG, ROOT
 from service.photos import grace_hopper
 from service.properties import read_properties
 from tests.conftest import MODEL
 
+DEPLOY_CONFIGS = {
+    "default": CONFIG,
+    **{name: ROOT / "deploy" / name / "config.properties" for name in ("docker", "k8s", "kserve")},
+}
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address", "grpc_inference_address",
                 "grpc_management_address")
 
@@ -34,8 +41,16 @@ def test_config_binds_loopback_and_keeps_protections_on():
     for key in ADDRESS_KEYS:
         assert re.fullmatch(r"(https?://)?127\.0\.0\.1(:\d+)?", props[key]), (key, props[key])
     assert props["disable_token_authorization"] == "false"
-    assert props["enable_model_api"] == "false"
+    assert props["enable_model_api"] == "true"  # for versions: behind the management key and the front's check
     assert props["max_request_size"].isdigit()
+
+
+@pytest.mark.parametrize("config", sorted(DEPLOY_CONFIGS), ids=str)
+def test_model_api_is_on_only_where_tokens_guard_it(config):
+    """k8s and KServe run without tokens behind cluster-internal access: registering stays off there."""
+    props = read_properties(DEPLOY_CONFIGS[config])
+    if props["disable_token_authorization"] == "true":
+        assert props["enable_model_api"] == "false", config
 
 
 @pytest.mark.parametrize(
@@ -92,13 +107,65 @@ def test_requests_without_a_valid_token_are_refused(torchserve, client):
     assert len(client.describe_model(MODEL).json()[0]["workers"]) < 3  # the refused scale did nothing
 
 
+def test_a_server_allows_urls_of_its_own_model_store_only(tmp_path):
+    """The rendered allowed_urls (service/local/torchserve.py) names this store, not any `model_store` folder."""
+    store = tmp_path / "model-store.v1"
+    pattern = read_properties_text(store_only_urls(store))
+    assert re.fullmatch(pattern, f"file://{store}/resnet18-v2.mar")
+    for url in (f"file://{tmp_path}/other/model_store/evil.mar", f"file://{store}/sub/evil.mar",
+                f"file://{tmp_path}/model-storeXv1/evil.mar", "https://example.com/model_store/evil.mar"):
+        assert not re.fullmatch(pattern, url), url
+
+
+def read_properties_text(value: str) -> str:
+    """A config.properties value as Java's Properties reads it (backslash escapes undone)."""
+    return value.replace("\\\\", "\\")
+
+
+class Recording(http.server.BaseHTTPRequestHandler):
+    """An HTTP server that would hand out an archive: it records every request it gets."""
+
+    requests: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        Recording.requests.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"PK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.mark.server
-def test_model_api_refuses_register_and_unregister(torchserve, client):
+def test_model_api_registers_nothing_from_outside_the_store_or_without_the_key(torchserve, client, model_store,
+                                                                               tmp_path):
+    """On TorchServe itself (no front): a URL, a file URL or a path outside the model store and a call
+    without the management key are refused; nothing is fetched or copied into the store; still serving."""
     management = torchserve.endpoints.management
-    register = client._call("management", "POST", f"{management}/models",
-                            params={"url": "https://example.com/evil.mar"})
-    unregister = client._call("management", "DELETE", f"{management}/models/{MODEL}")
-    assert register.status_code == 405 and unregister.status_code == 405
+    outside = tmp_path / "elsewhere" / "model_store"
+    outside.mkdir(parents=True)
+    shutil.copy(model_store / f"{MODEL}.mar", outside / "evil.mar")
+    before = sorted(p.name for p in model_store.iterdir())
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        for url in (f"http://127.0.0.1:{web.server_port}/evil.mar", "https://example.com/evil.mar",
+                    f"file://{outside}/evil.mar", str(outside / "evil.mar"), "../elsewhere/model_store/evil.mar"):
+            response = client._call("management", "POST", f"{management}/models",
+                                    params={"url": url, "initial_workers": 1, "synchronous": "true"})
+            assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+    finally:
+        web.shutdown()
+    assert Recording.requests == []  # nothing fetched
+    assert sorted(p.name for p in model_store.iterdir()) == before  # nothing copied in
+    for method, params in (("POST", {"url": f"{MODEL}.mar"}), ("DELETE", None), ("PUT", None)):
+        path = f"{management}/models" if method == "POST" else f"{management}/models/{MODEL}/1.0"
+        path += "/set-default" if method == "PUT" else ""
+        response = requests.request(method, path, params=params, timeout=30)
+        assert response.status_code == 400 and "InvalidKeyException" in response.text, (method, response.text)
+    assert [m["modelName"] for m in client.list_models().json()["models"]] == [MODEL]
+    assert len(client.describe_versions(MODEL).json()) == 1
     assert client.predict(MODEL, grace_hopper().read_bytes(), filename="p.jpg").status_code == 200
 
 

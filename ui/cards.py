@@ -13,6 +13,7 @@ from service.client.api import Settings
 from ui.explain_view import show_why
 from ui.feedback import model_labels, show_feedback
 from ui.logic import Outcome, percent, preview
+from ui.model_picker import answered_by
 
 
 def file_key(data: bytes, name: str, topk: int, model: str) -> str:
@@ -38,6 +39,7 @@ def show_outcome(outcome: Outcome, data: bytes, key: str, settings: Settings) ->
                 st.error(outcome.error, icon=":material/error:")
                 return
             st.markdown(f"**{outcome.filename}**")
+            st.caption(answered_by(outcome.model))
             for rank, p in enumerate(outcome.predictions, start=1):
                 st.progress(
                     min(max(float(p["probability"]), 0.0), 1.0),

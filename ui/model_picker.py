@@ -13,6 +13,12 @@ import streamlit as st
 from service.client.api import Settings, TorchServeClient
 from ui.models import ModelFacts, default_choice, describe, provenance_lines, served_models
 
+
+def answered_by(model: dict) -> str:
+    """The caption under each answer: which model and version gave it (versions switch on promote/rollback)."""
+    return f"Answered by `{model.get('name')}` version `{model.get('version')}`" if model.get("name") else ""
+
+
 MODELS_TTL_S = 10
 PICKER_KEY = "model_picker"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import requests
 
 from service.client.api import TorchServeClient, is_token_error
+from service.versions.store import version_key
 
 MAX_CLASS_NAMES = 6  # a fine-tuned model's classes named in the sidebar; more are counted, not listed
 
@@ -26,12 +27,19 @@ class ModelFacts:
     weights: str | None = None
     training: dict | None = None  # provenance.json's `training`: fine-tuned models only
     problem: str | None = None  # a friendly sentence when the description could not be read
+    versions: tuple[str, ...] = ()  # every registered version (manage.py deploy adds them)
+    default_version: str | None = None  # the one answering /predictions/{name}
 
     def option_label(self) -> str:
         """The picker's line for this model: enough to tell the models apart in a narrow sidebar."""
         if self.problem:
             return f"{self.name} — description unavailable"
         return f"{self.name} — {self.classes} classes, {'fine-tuned' if self.training else self.weights}"
+
+    def versions_line(self) -> str:
+        """Markdown: every version, the default marked (the one that answers)."""
+        marked = [f"**{v} (default)**" if v == self.default_version else v for v in self.versions]
+        return f"**Versions:** {' · '.join(marked)}"
 
 
 def served_models(client: TorchServeClient) -> list[str]:
@@ -58,15 +66,28 @@ def describe(client: TorchServeClient, name: str) -> ModelFacts:
     if response.status_code != 200:
         return ModelFacts(name, problem=f"the server could not describe it ({response.status_code})")
     try:
-        described = response.json()[0]["customizedMetadata"]
+        default = response.json()[0]
+        described = default["customizedMetadata"]
         return ModelFacts(
             name,
             classes=int(described["classes"]),
             weights=str(described["model"]["weights"]),
             training=described.get("training") or None,
+            versions=registered_versions(client, name),
+            default_version=str(default["modelVersion"]) if "modelVersion" in default else None,
         )
     except (ValueError, KeyError, IndexError, TypeError):
         return ModelFacts(name, problem="the server did not describe it (its worker may still be starting)")
+
+
+def registered_versions(client: TorchServeClient, name: str) -> tuple[str, ...]:
+    """Every registered version of `name`, oldest first (empty if they cannot be listed)."""
+    try:
+        response = client.describe_versions(name)
+        found = {str(v["modelVersion"]) for v in response.json()} if response.status_code == 200 else set()
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return ()
+    return tuple(sorted(found, key=version_key))
 
 
 def default_choice(names: list[str], wanted: str) -> int:
@@ -80,7 +101,7 @@ def provenance_lines(facts: ModelFacts) -> list[str]:
     The weights of any other model are already on the sidebar's model card (from its answers)."""
     if facts.problem:
         return []
-    lines = [f"**Classes:** {facts.classes}"]
+    lines = [f"**Classes:** {facts.classes}"] + ([facts.versions_line()] if facts.versions else [])
     training = facts.training
     if not training:
         return lines

@@ -1,5 +1,6 @@
-"""Streamlit operator page: the model's workers (status, PID, memory, threads), the last minutes of
-throughput and latency, refusals by type, and a control that scales the workers.
+"""Streamlit operator page: the model's versions (gate figures, promote, roll back), its workers (status, PID,
+memory, threads), the last minutes of throughput and latency, refusals by type, and a control that scales
+the workers.
 
 Shown only when the UI starts with TS_UI_OPERATOR=1 (ui/operator_app.py adds it to the navigation).
 The management key stays in this Python process (service.client.api reads the key file); the browser
@@ -24,6 +25,7 @@ from ui.operator_data import (
     scale,
     worker_rows,
 )
+from ui.versions_data import promote, roll_back, version_table
 
 REFRESH_SECONDS = 3
 MAX_WORKERS = max(4, 2 * (os.cpu_count() or 1))
@@ -84,6 +86,38 @@ def live(settings: Settings) -> None:
         st.caption("None since the server started.")
 
 
+def show_versions(settings: Settings) -> None:
+    """Every version with its gate figures; promote one, or roll back to the previous default."""
+    st.subheader("Versions")
+    client = operator_client(settings)
+    rows, problem = version_table(client, settings)
+    if problem:
+        st.warning(f"Versions unavailable: {problem}")
+        return
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="versions")
+    others = [r["version"] for r in rows if not r["default"]]
+    left, right = st.columns(2)
+    with left.form("promote"):
+        version = st.selectbox("Version to promote", others, disabled=not others)
+        if st.form_submit_button("Promote", disabled=not others):
+            report(*promote(client, settings, str(version)))
+    if right.button("Roll back to the previous default"):
+        report(*roll_back(client, settings))
+
+
+def report(ok: bool, message: str) -> None:
+    """Keep the outcome across the rerun that redraws the table with the new default."""
+    st.session_state.versions_outcome = (ok, message)
+    st.rerun()
+
+
+def show_outcome() -> None:
+    outcome = st.session_state.pop("versions_outcome", None)
+    if outcome:
+        ok, message = outcome
+        (st.success if ok else st.error)(f"{'Done' if ok else 'Refused'}: {message}")
+
+
 def render() -> None:
     if not operator_enabled():  # the router adds this page only when on; never serve it otherwise
         st.error("The operator page is off: start the UI with TS_UI_OPERATOR=1 (make ui OPERATOR=1).")
@@ -97,4 +131,6 @@ def render() -> None:
             with st.spinner(f"Scaling {settings.model} to {workers} worker(s)…"):
                 ok, message = scale(operator_client(settings), settings.model, int(workers))
             (st.success if ok else st.error)(f"{'Scaled' if ok else 'Not scaled'}: {message}")
+    show_outcome()
     live(settings)
+    show_versions(settings)  # after the workers: the workers table stays the page's first

@@ -22,6 +22,7 @@ from service.archive.pack import load_torchscript, pack, save_torchscript, scrip
 from service.archive.quantize import QUANTIZED_ENGINE, quantize_int8
 from service.archive.sources import Source, eager_source, pretrained_int8_source, torchscript_source
 from service.names import DEFAULT_MODEL, MODEL_CONFIG, MODEL_STORE
+from service.versions.store import next_version
 
 DEFAULT_ARCH = "resnet18"
 
@@ -37,7 +38,7 @@ class BuildRequest:
     labels: Path | None = None
     arch: str = DEFAULT_ARCH
     model_name: str = DEFAULT_MODEL
-    version: str = "1.0"
+    version: str | None = None  # None: one above the highest of model_name in export_path (service/versions)
     export_path: Path = MODEL_STORE
     model_config: Path = MODEL_CONFIG
     resize: int | None = None  # None: the weights' own
@@ -171,6 +172,7 @@ def build(request: BuildRequest) -> Path:
     export_path = Path(request.export_path).resolve()
     archive = export_path / f"{request.model_name}.mar"
     check_request(request, archive)
+    version = request.version or next_version(export_path, request.model_name, replacing=archive)
     photos = request_photos(request)  # fail before the work
     source = choose_source(request)
     preprocessing = capture_preprocessing(source.preprocessing, request)
@@ -194,6 +196,7 @@ def build(request: BuildRequest) -> Path:
             training=source.training,
             runtime=request.runtime,
             precision=request.quantize or request.precision,
+            version=version,
         )
         card = ModelCard(labels=source.labels, preprocessing=preprocessing, provenance=provenance)
         agreement = None
@@ -201,9 +204,9 @@ def build(request: BuildRequest) -> Path:
             card, agreement = export(model_file, card, photos)
         report_agreement(request, source, scripted, card, photos, agreement)
         extra = [model_file.with_name(name) for name in card.provenance.model_files or {}]
-        pack(model_file, card, request.model_name, request.version, request.model_config, export_path, extra)
+        pack(model_file, card, request.model_name, version, request.model_config, export_path, extra)
     print(
-        f"built {archive} ({source.arch}, weights {source.weights}, {len(source.labels)} classes, "
+        f"built {archive} (version {version}, {source.arch}, weights {source.weights}, {len(source.labels)} classes, "
         f"{card.provenance.served_runtime} {card.provenance.served_precision})"
     )
     return archive

@@ -151,17 +151,20 @@ class TorchServeClient:
         return self._call("inference", "GET", f"{self.endpoints.inference}/ping")
 
     def predict(
-        self, model: str, image: bytes, topk: int | None = None, filename: str = "image", shrink: bool = True
+        self, model: str, image: bytes, topk: int | None = None, filename: str = "image", shrink: bool = True,
+        version: str | None = None,
     ) -> requests.Response:
         """Send the image with its own content type (never form-urlencoded). A photo over the upload
-        size (service/client/upload.py) goes as a smaller upright JPEG unless shrink=False."""
+        size (service/client/upload.py) goes as a smaller upright JPEG unless shrink=False. `version`:
+        that version of the model (/predictions/{model}/{version}), else its default."""
         image, shrunk = shrink_for_upload(image) if shrink else (image, False)
         content_type = "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
         headers = {"Content-Type": content_type}
         if topk is not None:
             headers["X-TopK"] = str(topk)
+        path = f"{model}/{version}" if version else model
         return self._call(
-            "inference", "POST", f"{self.endpoints.inference}/predictions/{model}", data=image, headers=headers
+            "inference", "POST", f"{self.endpoints.inference}/predictions/{path}", data=image, headers=headers
         )
 
     def predict_many(
@@ -201,14 +204,31 @@ class TorchServeClient:
     def list_models(self) -> requests.Response:
         return self._call("management", "GET", f"{self.endpoints.management}/models")
 
-    def describe_model(self, model: str, customized: bool = False) -> requests.Response:
-        """customized: also the handler's own description of each worker (customizedMetadata)."""
+    def describe_model(self, model: str, customized: bool = False, version: str | None = None) -> requests.Response:
+        """customized: also the handler's own description of each worker (customizedMetadata); version:
+        that version, else the default."""
         params = {"customized": "true"} if customized else None
-        return self._call("management", "GET", f"{self.endpoints.management}/models/{model}", params=params)
+        path = f"{model}/{version}" if version else model
+        return self._call("management", "GET", f"{self.endpoints.management}/models/{path}", params=params)
 
     def scale_workers(self, model: str, min_worker: int, max_worker: int | None = None) -> requests.Response:
         params = {"min_worker": min_worker, "max_worker": max_worker or min_worker, "synchronous": "true"}
         return self._call("management", "PUT", f"{self.endpoints.management}/models/{model}", params=params)
+
+    def describe_versions(self, model: str) -> requests.Response:
+        """Every registered version of the model (GET /models/{model}/all)."""
+        return self._call("management", "GET", f"{self.endpoints.management}/models/{model}/all")
+
+    def register(self, archive_name: str, initial_workers: int) -> requests.Response:
+        """Register an archive of the model store by its bare file name, its workers started before the answer."""
+        params = {"url": archive_name, "initial_workers": initial_workers, "synchronous": "true"}
+        return self._call("management", "POST", f"{self.endpoints.management}/models", params=params)
+
+    def set_default(self, model: str, version: str) -> requests.Response:
+        return self._call("management", "PUT", f"{self.endpoints.management}/models/{model}/{version}/set-default")
+
+    def unregister(self, model: str, version: str) -> requests.Response:
+        return self._call("management", "DELETE", f"{self.endpoints.management}/models/{model}/{version}")
 
     # Metrics API (not token-checked by TorchServe)
     def metrics(self) -> requests.Response:

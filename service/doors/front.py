@@ -151,15 +151,44 @@ def _inference_server(doors: Doors, budget: MemoryBudget) -> str:
 """
 
 
+# The model API's register call is the one POST the management door passes, and only as TorchServe's
+# register of an archive already in the model store: a bare file name as `url`, the parameters below, no
+# body (TorchServe reads a JSON body's url instead). URLs, paths, encoded characters, a second `url`, a
+# `handler`: refused here with 403, before TorchServe (which also needs the management key) sees them.
+REGISTER_PARAMS = ("url", "model_name", "initial_workers", "synchronous", "batch_size", "max_batch_delay",
+                   "response_timeout", "startup_timeout")
+_PARAM = "(?:" + "|".join(REGISTER_PARAMS) + ")=[A-Za-z0-9._-]*"
+REGISTRATION = (r"^POST /models\?(?=(?:[^ ]*&)?url=[A-Za-z0-9][A-Za-z0-9._-]*\.mar(?:&| ))(?![^ ]*url=[^ ]*&url=)"
+                + _PARAM + "(?:&" + _PARAM + ")* 0?:$")
+
+
+def _registration_map() -> str:
+    """$registration_refused: 1 for any POST on the management door but a bare store-name registration."""
+    return f"""  map "$request_method $request_uri $content_length:$http_transfer_encoding" $registration_refused {{
+    "~{REGISTRATION}" 0;
+    "~^POST " 1;
+    default 0;
+  }}"""
+
+
 def _control_server(door: str, doors: Doors, budget: MemoryBudget) -> str:
-    """Management and metrics over HTTP: small bodies only."""
+    """Management and metrics over HTTP: small bodies only; on management, registrations by store name only."""
+    refused = _json(403, "RegistrationRefused", "the management door registers only an archive already in the "
+                    "model store, by its bare file name (POST /models?url=NAME.mar, no body): no URL, path or "
+                    "other parameters (scripts/manage.py deploy copies an archive into the store first)")
+    # In the location (after the body size check, so an oversized body still gets its 413 unread).
+    check = f"""      default_type application/json;
+      if ($registration_refused) {{
+        return 403 {refused};
+      }}
+""" if door == "management" else ""
     return f"""  server {{
     listen {doors.public[door]};
     limit_conn front {budget.front_connections};
     limit_conn_status 503;
     client_max_body_size {budget.control_body_bytes};
     location / {{
-{_proxy(door)}
+{check}{_proxy(door)}
     }}
 {_http_refusals(budget.control_body_bytes)}  }}
 """
@@ -206,6 +235,7 @@ http {{
 {_size_map(budget)}
   }}
 {_receiving_maps(budget)}
+{_registration_map()}
 {_upstreams(doors, budget)}
 {servers}}}
 """

@@ -33,6 +33,7 @@ from service.finetune.progress import Progress
 from service.finetune.report import evaluation, write_report
 from service.finetune.train import PhaseResult, TrainConfig, predict, train_full, train_head
 from service.names import MODEL_CONFIG, MODEL_STORE
+from service.versions.store import next_version
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class FinetuneRequest:
 
     data: Path
     model_name: str
-    version: str = "1.0"
+    version: str | None = None  # None: one above the highest of model_name in export_path
     export_path: Path = MODEL_STORE
     model_config: Path = MODEL_CONFIG
     arch: str = DEFAULT_ARCH
@@ -134,6 +135,9 @@ def finetune(request: FinetuneRequest, progress: Progress | None = None) -> Fine
     """Train on the folder and build the archive; FinetuneError says why not (and nothing is written)."""
     progress = progress or Progress()
     started = time.monotonic()
+    archive_path = Path(request.export_path).resolve() / f"{request.model_name}.mar"
+    version = request.version or next_version(request.export_path, request.model_name, replacing=archive_path)
+    request = dataclasses.replace(request, version=version)
     check_output(request)
     torch.set_num_threads(available_cores())
     torch.manual_seed(request.seed)
@@ -165,6 +169,7 @@ def finetune(request: FinetuneRequest, progress: Progress | None = None) -> Fine
         "model_name": request.model_name,
         "version": request.version,
         "archive": archive.name,
+        "data_root": str(dataset.root.resolve()),  # the gate's default images (service/versions/gate.py)
         "classes": dataset.classes,
         "training": record,
         "history": {phase.name: phase.history for phase in phases},

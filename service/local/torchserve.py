@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -74,6 +75,13 @@ def models_ready(client: TorchServeClient, name: str) -> bool:
     return all(ready >= wanted for ready, wanted in map(ready_workers, client.describe_model(name).json()))
 
 
+def store_only_urls(model_store: Path) -> str:
+    """allowed_urls (as written in config.properties) matching only .mar files directly in this store: a
+    registration by URL can then name nothing but a file already there, which TorchServe refuses to fetch
+    again; registrations by bare name load from the store (service/versions)."""
+    return ("file://" + re.escape(str(Path(model_store).resolve())) + r"/[^/]+\.mar").replace("\\", "\\\\")
+
+
 class TorchServe(Started):
     """One TorchServe server: its run directory, config, process group and client."""
 
@@ -91,6 +99,7 @@ class TorchServe(Started):
         # Paths in config.properties are the checkout's; the server runs in run_dir, so make them absolute.
         self.overrides = {
             "model_store": str(self.model_store),
+            "allowed_urls": store_only_urls(self.model_store),
             "metrics_config": str(METRICS_CONFIG),
             **(overrides or {}),
         }
