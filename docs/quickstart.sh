@@ -13,4 +13,6 @@ curl -sS -w '\n' -H "Authorization: Bearer $TOKEN" -T "$PHOTO" "$URL/predictions
 
 # Calling the API: a new inference key from the key file's API key (the old one stops working).
 API_KEY=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['API']['key'])" "$KEY_FILE")
-curl -sS -w '\n' -H "Authorization: Bearer $API_KEY" "$MANAGEMENT/token?type=inference"
+curl -sS -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $API_KEY" "$MANAGEMENT/token?type=inference"
+TOKEN=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['inference']['key'])" "$KEY_FILE")
+curl -sS -w '\n' -H "Authorization: Bearer $TOKEN" -T "$PHOTO" "$URL/predictions/resnet18"  # the new key works

@@ -180,11 +180,13 @@ def test_quickstart_classifies_a_sample_photo_and_renews_the_key(server):
     result = subprocess.run(["bash", str(ROOT / "docs" / "quickstart.sh")], env=env, capture_output=True,
                             text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    answer, renewed = (json.loads(line) for line in result.stdout.splitlines() if line.strip())
+    first, status, again = (line for line in result.stdout.splitlines() if line.strip())
+    answer = json.loads(first)
     assert len(answer["predictions"]) == SERVED.topk
     assert answer["model"]["name"] == MODEL and answer["model"]["random_weights"] is True and answer["warning"]
+    assert status == "200" and json.loads(again)["predictions"] == answer["predictions"]  # with the new key
     after = keys(server)
-    assert after["inference"]["key"] != before["inference"]["key"], renewed
+    assert after["inference"]["key"] != before["inference"]["key"]
     assert after["management"]["key"] == before["management"]["key"]
     photo = {"data": grace_hopper().read_bytes(), "timeout": 60}
     url = f"{server.endpoints.inference}/predictions/{MODEL}"
