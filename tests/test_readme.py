@@ -28,8 +28,22 @@ from tests.conftest import MODEL, SERVED
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 # Words a command starts with: an inline span that starts with one of them is a command too.
-COMMAND_WORDS = ("make", "curl", ".venv/bin/python", "python3", "docker", "kubectl", "kustomize", "sha256sum",
-                 "ssh", "podman", "java", "du", "cd", "bash")
+COMMAND_WORDS = (
+    "make",
+    "curl",
+    ".venv/bin/python",
+    "python3",
+    "docker",
+    "kubectl",
+    "kustomize",
+    "sha256sum",
+    "ssh",
+    "podman",
+    "java",
+    "du",
+    "cd",
+    "bash",
+)
 # Scripts the tests run as they are: script -> (test file, test function).
 SCRIPTS = {
     "docs/quickstart.sh": ("tests/test_readme.py", "test_quickstart_classifies_a_sample_photo_and_renews_the_key"),
@@ -42,39 +56,46 @@ RUN_BY = {
     "make clean": ("tests/test_clean.py", "test_make_clean_keeps_feedback_and_user_archives", '"make", "-s", "clean"'),
     "make serve": ("tests/test_faults.py", "test_ctrl_c_then_start_and_make_stop", 'serve_py("start"'),
     "make stop": ("tests/test_faults.py", "test_ctrl_c_then_start_and_make_stop", 'serve_py("stop"'),
-    ".venv/bin/python scripts/serve.py status": ("tests/test_faults.py", "test_ctrl_c_then_start_and_make_stop",
-                                                 'serve_py("status"'),
-    "make run WEIGHTS=random": ("tests/test_build_archive.py", "test_random_weights_archive_carries_everything",
-                                '"--random-weights"'),
-    "make run WEIGHTS=/path/to/resnet18-f37072fd.pth": ("tests/test_build_archive.py", "test_local_weights_file",
-                                                        '"--weights"'),
+    ".venv/bin/python scripts/serve.py status": (
+        "tests/test_faults.py",
+        "test_ctrl_c_then_start_and_make_stop",
+        'serve_py("status"',
+    ),
+    "make run WEIGHTS=random": (
+        "tests/test_build_archive.py",
+        "test_random_weights_archive_carries_everything",
+        '"--random-weights"',
+    ),
+    "make run WEIGHTS=/path/to/resnet18-f37072fd.pth": (
+        "tests/test_build_archive.py",
+        "test_local_weights_file",
+        '"--weights"',
+    ),
 }
 NOT_RUN = {
     "make run": "the foreground server on the fixed ports until Ctrl-C; what it runs (scripts/serve.py run) is "
-                "run and interrupted by tests/test_faults.py on free ports, and the quick start here runs "
-                "against the same fronted server",
+    "run and interrupted by tests/test_faults.py on free ports, and the quick start here runs "
+    "against the same fronted server",
     "make run RUNTIME=onnxruntime": "make run itself (above); ONNX Runtime archives are built and served by "
-                                    "tests/test_runtimes.py",
+    "tests/test_runtimes.py",
     "make test": "the test suite itself (CI runs it through .ci/run)",
     "make container-test": "a test run of its own (tests/container, Podman, 10-20 minutes), not part of make test",
     "make bench": "a benchmark (about 7 minutes), not a test: it writes docs/PERFORMANCE.md",
     "make ui": "Streamlit on the fixed port 8501 until Ctrl-C; the same page (ui/app.py, started by "
-               "service/local/ui_launch.py) is driven in Chromium by tests/test_ui_browser.py",
+    "service/local/ui_launch.py) is driven in Chromium by tests/test_ui_browser.py",
     "make ui OPERATOR=1": "as make ui; the operator page is driven in Chromium by tests/test_ui_operator.py",
     "java -version": "a check for the reader's machine",
     "du -sh .venv": "the measurement the README quotes beside it",
     "sha256sum resnet18-f37072fd.pth": "needs the official weights file, which cannot be downloaded here",
     "docker run": "no Docker engine here; make container-test runs the same image with Podman",
     "docker compose up": "no Docker engine here; compose.yaml is checked by tests/test_deploy_manifests.py and "
-                         "its images built and run with Podman by make container-test",
+    "its images built and run with Podman by make container-test",
     "docker compose up --build": "as docker compose up",
     "docker compose down": "as docker compose up",
-    "docker build -t REGISTRY/image-classifier:1.0 . && docker push REGISTRY/image-classifier:1.0":
-        "no Docker engine or registry here; make container-test builds the same Dockerfile with Podman",
-    "cd deploy/k8s && kustomize edit set image image-classifier=REGISTRY/image-classifier:1.0 && cd -":
-        "no registry here; tests/test_deploy_manifests.py renders the kustomization with its image entry",
+    "docker build -t REGISTRY/image-classifier:1.0 . && docker push REGISTRY/image-classifier:1.0": "no Docker engine or registry here; make container-test builds the same Dockerfile with Podman",
+    "cd deploy/k8s && kustomize edit set image image-classifier=REGISTRY/image-classifier:1.0 && cd -": "no registry here; tests/test_deploy_manifests.py renders the kustomization with its image entry",
     "kubectl apply -k deploy/k8s": "no cluster here; tests/test_deploy_manifests.py renders what it applies and "
-                                   "validates it against the Kubernetes schemas",
+    "validates it against the Kubernetes schemas",
     "kubectl apply -k": "as kubectl apply -k deploy/k8s",
 }
 
@@ -125,8 +146,11 @@ def function_source(test_file: str, name: str) -> str:
 def test_every_readme_command_is_run_by_a_test_or_says_why_not():
     commands = readme_commands(README.read_text())
     in_scripts = set().union(*(script_lines(s) for s in SCRIPTS))
-    unmapped = [c for c in commands if not (c in in_scripts or c in RUN_BY or c in NOT_RUN
-                                             or c.startswith(RUN_HERE) or commands[c] == "python")]
+    unmapped = [
+        c
+        for c in commands
+        if not (c in in_scripts or c in RUN_BY or c in NOT_RUN or c.startswith(RUN_HERE) or commands[c] == "python")
+    ]
     assert not unmapped, f"README commands no test runs (add them to a test, or to NOT_RUN with why): {unmapped}"
     stale = [c for c in (*RUN_BY, *NOT_RUN) if c not in commands]
     assert not stale, f"mapped commands the README no longer shows: {stale}"
@@ -175,10 +199,15 @@ def keys(server) -> dict:
 @pytest.mark.server
 def test_quickstart_classifies_a_sample_photo_and_renews_the_key(server):
     before = keys(server)
-    env = {**os.environ, "KEY_FILE": str(server.key_file), "URL": server.endpoints.inference,
-           "MANAGEMENT": server.endpoints.management}
-    result = subprocess.run(["bash", str(ROOT / "docs" / "quickstart.sh")], env=env, capture_output=True,
-                            text=True, timeout=180)
+    env = {
+        **os.environ,
+        "KEY_FILE": str(server.key_file),
+        "URL": server.endpoints.inference,
+        "MANAGEMENT": server.endpoints.management,
+    }
+    result = subprocess.run(
+        ["bash", str(ROOT / "docs" / "quickstart.sh")], env=env, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr
     first, status, again = (line for line in result.stdout.splitlines() if line.strip())
     answer = json.loads(first)
@@ -190,11 +219,13 @@ def test_quickstart_classifies_a_sample_photo_and_renews_the_key(server):
     assert after["management"]["key"] == before["management"]["key"]
     photo = {"data": grace_hopper().read_bytes(), "timeout": 60}
     url = f"{server.endpoints.inference}/predictions/{MODEL}"
-    old = requests.post(url, headers={"Authorization": f"Bearer {before['inference']['key']}",
-                                      "Content-Type": "image/jpeg"}, **photo)
+    old = requests.post(
+        url, headers={"Authorization": f"Bearer {before['inference']['key']}", "Content-Type": "image/jpeg"}, **photo
+    )
     assert old.status_code == 400 and "InvalidKeyException" in old.text  # what an expired key looks like too
-    new = requests.post(url, headers={"Authorization": f"Bearer {after['inference']['key']}",
-                                      "Content-Type": "image/jpeg"}, **photo)
+    new = requests.post(
+        url, headers={"Authorization": f"Bearer {after['inference']['key']}", "Content-Type": "image/jpeg"}, **photo
+    )
     assert new.status_code == 200 and new.json()["predictions"] == answer["predictions"]
 
 
@@ -203,11 +234,17 @@ def test_python_client_block_runs_as_shown(server, tmp_path):
     [block] = [c for c, kind in readme_commands(README.read_text()).items() if kind == "python"]
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(grace_hopper().read_bytes())
-    env = {**os.environ, "TS_INFERENCE_URL": server.endpoints.inference, "TS_KEY_FILE": str(server.key_file),
-           "TS_MANAGEMENT_URL": server.endpoints.management, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "TS_INFERENCE_URL": server.endpoints.inference,
+        "TS_KEY_FILE": str(server.key_file),
+        "TS_MANAGEMENT_URL": server.endpoints.management,
+        "PYTHONPATH": str(ROOT),
+    }
     code = block.replace("/path/to/photo.jpg", str(photo))
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     top = ast.literal_eval(result.stdout.strip())
     assert set(top) == {"label", "index", "probability"} and 0 <= top["probability"] <= 1
