@@ -72,6 +72,8 @@ RUN_BY = {
         '"--weights"',
     ),
 }
+PUSH = "docker build -t REGISTRY/image-classifier:1.0 . && docker push REGISTRY/image-classifier:1.0"
+SET_IMAGE = "cd deploy/k8s && kustomize edit set image image-classifier=REGISTRY/image-classifier:1.0 && cd -"
 NOT_RUN = {
     "make run": "the foreground server on the fixed ports until Ctrl-C; what it runs (scripts/serve.py run) is "
     "run and interrupted by tests/test_faults.py on free ports, and the quick start here runs "
@@ -92,8 +94,8 @@ NOT_RUN = {
     "its images built and run with Podman by make container-test",
     "docker compose up --build": "as docker compose up",
     "docker compose down": "as docker compose up",
-    "docker build -t REGISTRY/image-classifier:1.0 . && docker push REGISTRY/image-classifier:1.0": "no Docker engine or registry here; make container-test builds the same Dockerfile with Podman",
-    "cd deploy/k8s && kustomize edit set image image-classifier=REGISTRY/image-classifier:1.0 && cd -": "no registry here; tests/test_deploy_manifests.py renders the kustomization with its image entry",
+    PUSH: "no Docker engine or registry here; make container-test builds the same Dockerfile with Podman",
+    SET_IMAGE: "no registry here; tests/test_deploy_manifests.py renders the kustomization with its image entry",
     "kubectl apply -k deploy/k8s": "no cluster here; tests/test_deploy_manifests.py renders what it applies and "
     "validates it against the Kubernetes schemas",
     "kubectl apply -k": "as kubectl apply -k deploy/k8s",
