@@ -18,7 +18,7 @@ else
 ARCHIVE_ARGS := --weights $(WEIGHTS)
 endif
 # RUNTIME: torchscript (default), onnxruntime or openvino; PRECISION=bf16 with openvino on a CPU with
-# bf16 (README, Performance). Either one rebuilds the archive: make run RUNTIME=onnxruntime WEIGHTS=random
+# bf16 (docs/ARCHIVE.md). Either one rebuilds the archive: make run RUNTIME=onnxruntime WEIGHTS=random
 RUNTIME ?=
 PRECISION ?=
 ARCHIVE_ARGS += $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(PRECISION),--precision $(PRECISION))
@@ -113,7 +113,7 @@ container-test: $(STAMP)
 	@cat test-output/container-test.json
 
 # Fine-tune on a folder of labelled photos (one sub-folder per class) and build model_store/$(NAME).mar
-# with its report beside it (README "Your own classes"). VERSION: the model version (default: one above the
+# with its report beside it (docs/FINETUNE.md). VERSION: the model version (default: one above the
 # highest of NAME in model_store; docs/FINETUNE.md deploys it). FINETUNE_ARGS: e.g. --unfreeze, --random-weights.
 # `.venv/bin/python scripts/finetune.py --make-demo-data demo-shapes` writes a folder to try it on.
 .PHONY: finetune

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's curl examples, run as they are by tests/test_reliability.py.
+# The curl examples of the README and docs/API.md, run as they are by tests/test_reliability.py.
 # KEY_FILE: the server's key file (var/key_file.json for `make run`/`make serve`);
 # URL: the inference address; PHOTO: a picture to classify.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""The README's gRPC example, run as it is by tests/test_doors.py against a real server.
+"""docs/API.md's gRPC example, run as it is by tests/test_doors.py against a real server.
 
   .venv/bin/python docs/grpc_example.py PHOTO [PHOTO ...]
 

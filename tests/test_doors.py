@@ -297,7 +297,7 @@ def test_grpc_burst_of_maximum_size_calls_is_answered(service, key, photo, with_
 
 
 def test_the_readme_grpc_example_runs_as_shown(service, tmp_path, photo):
-    """docs/grpc_example.py is the README's gRPC client; run it as it is."""
+    """docs/grpc_example.py is docs/API.md's gRPC client; run it as it is."""
     good, bad = tmp_path / "photo.jpg", tmp_path / "notes.txt"
     good.write_bytes(photo)
     bad.write_bytes(NOT_AN_IMAGE)

@@ -129,7 +129,7 @@ def test_form_urlencoded_gets_a_500_from_the_frontend_and_our_clients_never_send
 
 
 def test_readme_curl_examples(torchserve, tmp_path):
-    """docs/curl-examples.sh holds the README's curl commands; run them as they are."""
+    """docs/curl-examples.sh holds the curl commands of the README and docs/API.md; run them as they are."""
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(grace_hopper().read_bytes())
     env = {**os.environ, "KEY_FILE": str(torchserve.key_file), "URL": torchserve.endpoints.inference,

@@ -2,7 +2,7 @@
 workers, so not the session server): it lists the workers as the management API does, its scale
 control changes their number, and without the operator setting the page does not exist.
 
-UPDATE_DOCS_SCREENSHOT=1 also writes docs/operator.png, the README's picture of the page.
+UPDATE_DOCS_SCREENSHOT=1 also writes docs/operator.png, the picture of the page in docs/MONITORING.md.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from service.bench.runs import BenchOptions, server_config, sweep_config
 from service.bench.systems import build_archives, extracted_model_dir, image_mixes, torchserve_cells
 from service.names import DEFAULT_MODEL, MODEL_CONFIG
 
-RUNTIME = "onnxruntime"  # the runtime the README recommends
+RUNTIME = "onnxruntime"  # the runtime docs/PERFORMANCE.md recommends
 BATCH_SIZES = (8, 2)  # the default, and the most a worker can get when 4 clients share 2 workers evenly
 HANDLER = Path(__file__).with_name("fixed_cost_handler.py")
 CEILING_BEGIN = "<!-- ceiling:begin (scripts/bench.py --ceiling writes this block) -->"

@@ -1,7 +1,7 @@
 """The benchmark's targets, evaluated on the cells and limits of one run (docs/PERFORMANCE.md).
 
 Systems are named once here: the TorchServe archive variants served, the peers beside them, and
-the runtime the README recommends (the one the LitServe targets are held against).
+the runtime docs/PERFORMANCE.md recommends (the one the LitServe targets are held against).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ LITSERVE = "LitServe"
 # Archive variant (service/bench/systems.py VARIANTS) -> the system that serves it. openvino fp32
 # is measured in process only (run time; its limit is below ONNX Runtime's here).
 SYSTEMS = {"fp32": FP32, "int8": INT8, "onnxruntime": ORT, "openvino-bf16": OV_BF16}
-# What the README recommends for fp32 (latency and throughput): held against LitServe.
+# What docs/PERFORMANCE.md recommends for fp32 (latency and throughput): held against LitServe.
 RECOMMENDED = ORT
 FAST_OPT_INS = {INT8: "int8", OV_BF16: "openvino-bf16"}
 # Where docs/PERFORMANCE.md has the top-1 agreement of a real pretrained model (tests/test_real_model.py).

@@ -2,7 +2,7 @@
 
 Each class is one shape in its own hue (jittered), at a random place, size and rotation, over
 noise on a random background tone; files alternate between JPEG and PNG. A small network learns it
-in seconds, which is what the tests and the README's worked example need.
+in seconds, which is what the tests and docs/FINETUNE.md's worked example need.
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ def test_answers_equal_the_same_archive_served_here(server, built_image, tmp_pat
 
 
 def test_grpc_and_oip_clients_work_as_the_readme_shows(server, tmp_path):
-    """tritonclient (HTTP and gRPC) and the README's gRPC example against the image's published doors."""
+    """tritonclient (HTTP and gRPC) and docs/API.md's gRPC example against the image's published doors."""
     server.wait_healthy(HEALTHY_WITHIN_S)
     token, photo = server.keys()["inference"], grace_hopper().read_bytes()
     expected = requests.post(f"{server.url(INFERENCE_PORT)}/predictions/{DEFAULT_MODEL}", data=photo, timeout=60,
