@@ -62,6 +62,7 @@ RUN_BY = {
         'serve_py("status"',
     ),
     "make finetune DATA=var/feedback NAME=shapes": ("tests/test_finetune_serve.py", "trained", "cli.main(argv)"),
+    "make finetune": ("tests/test_finetune_serve.py", "trained", "cli.main(argv)"),
     ".venv/bin/python scripts/manage.py deploy model_store/shapes.mar --eval labelled-photos/ --promote": (
         "tests/test_versions.py",
         "test_promote_and_rollback_under_load_lose_no_request",

@@ -19,7 +19,9 @@ from handler.settings import DEFAULTS
 MiB = 2**20
 
 # A READY worker's memory by the runtime its archive names (MiB). TorchScript: PSS measured after
-# 20 requests (437-446; torch from PyPI with its CUDA libraries mapped, no torchvision imported).
+# 20 requests (437-446; torch from PyPI with its CUDA libraries mapped, no torchvision imported; the
+# CPU-torch serving image's workers measure 322-323, `make container-test`: 450 still covers the
+# TORCH_VARIANT=pypi image, and 330 would leave the pod at 3 GiB all the same).
 # The others: private memory (USS) measured on warmed workers (ONNX Runtime 589: it keeps one
 # session per thread count; OpenVINO fp32 620, bf16 509) plus 60 MiB for their share of the
 # libraries (PSS - USS was 31-40 MiB for TorchScript). int8 archives run on TorchScript.
