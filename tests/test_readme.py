@@ -126,7 +126,6 @@ NOT_RUN = {
     SET_IMAGE: "no registry here; tests/test_deploy_manifests.py renders the kustomization with its image entry",
     "kubectl apply -k deploy/k8s": "no cluster here; tests/test_deploy_manifests.py renders what it applies and "
     "validates it against the Kubernetes schemas",
-    "kubectl apply -k": "as kubectl apply -k deploy/k8s",
 }
 
 
