@@ -15,7 +15,8 @@
 #
 # Stages: `builder` holds the whole pinned toolchain (requirements.txt: torch + torchvision, the archive
 # builder) and makes the archive exactly as `make archive` does; `serving` copies the archive and holds only
-# what serving needs (requirements-serve.txt, torch alone, a JRE, nginx); `ui` holds requirements-ui.txt.
+# what serving needs (requirements-serve.txt, torch alone, a JRE, nginx); `ui` holds requirements-ui.txt;
+# both start from `runtime` (the venv settings they share).
 
 # The base: any image with python3.11 as `python` (pip, venv) on Debian bookworm, the release with
 # OpenJDK 17 (trixie ships only 21). `make container-test` passes a local stand-in
@@ -70,7 +71,8 @@ RUN case "$WEIGHTS" in \
     && python -m service.client.grpc_api \
     && python -m service.container.archive_runtime model_store requirements.txt > /tmp/runtime.txt
 
-FROM ${PYTHON_IMAGE} AS ui
+# What both images start from: a venv at /srv/venv on the path, no bytecode, no pip cache.
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -78,6 +80,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/srv/venv \
     PATH=/srv/venv/bin:$PATH \
     PYTHONPATH=/srv/app
+
+FROM runtime AS ui
 WORKDIR /srv/app
 COPY requirements-ui.txt /tmp/
 # Left out, about half the venv: bytecode, pip, packages' own test suites (pandas' alone are 60 MB), and two
@@ -110,18 +114,11 @@ HEALTHCHECK --interval=15s --timeout=6s --start-period=30s --retries=3 \
 CMD ["streamlit", "run", "/srv/app/ui/app.py", "--server.address=0.0.0.0", "--server.port=8501", \
      "--server.headless=true", "--browser.gatherUsageStats=false", "--client.toolbarMode=viewer"]
 
-FROM ${PYTHON_IMAGE} AS serving
+FROM runtime AS serving
 ARG TORCH_VARIANT
 ARG TORCH_CPU_INDEX
 ARG TORCH_CPU_WHEELS
 ARG TORCH_VERSION
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VIRTUAL_ENV=/srv/venv \
-    PATH=/srv/venv/bin:$PATH \
-    PYTHONPATH=/srv/app
 
 # Versions come with the pinned base image's Debian release. Slim bases have no /usr/share/man, where
 # OpenJDK's post-install script links its manual pages (and fails without the folder).

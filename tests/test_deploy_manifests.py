@@ -152,7 +152,12 @@ def test_dockerfile_base_is_a_build_argument():
     args = dict(arg.split("=", 1) for name, arg in instructions() if name == "ARG" and "=" in arg)
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")  # what users get without build args
     stages = [arg.split() for name, arg in instructions() if name == "FROM"]
-    assert stages == [["${PYTHON_IMAGE}", "AS", name] for name in ("builder", "ui", "serving")]  # serving: the default
+    assert stages == [
+        ["${PYTHON_IMAGE}", "AS", "builder"],
+        ["${PYTHON_IMAGE}", "AS", "runtime"],
+        ["runtime", "AS", "ui"],
+        ["runtime", "AS", "serving"],  # serving: the default (last) target
+    ]
     assert args["WEIGHTS"] == "official" and args["TORCH_VARIANT"] == "cpu"
     # OCI-format builds (Podman's default) ignore SHELL: every RUN must be plain sh, which
     # `make container-test` proves by building in that format.
