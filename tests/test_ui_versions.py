@@ -16,7 +16,6 @@ import pytest
 import yaml
 from playwright.sync_api import expect
 
-from scripts import build_archive
 from service.finetune.demo import make_demo_data
 from service.local.torchserve import TorchServe
 from service.names import MODEL_CONFIG
@@ -24,6 +23,7 @@ from service.processes import stop_group
 from service.versions.operations import deploy
 from tests.test_ui_browser import VIEWPORT, WAIT_MS, browser, screenshots, shoot  # noqa: F401 (fixtures)
 from tests.test_ui_operator import start_page
+from tests.test_versions import random_version_archive
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -39,29 +39,7 @@ def server(tmp_path_factory) -> Iterator[TorchServe]:
     (root / "model-config.yaml").write_text(yaml.safe_dump(config))
     (root / "labels.json").write_text(json.dumps(LABELS))
     for version in ("1", "2"):
-        build_archive.build(
-            build_archive.parse_args(
-                [
-                    "--random-weights",
-                    "--seed",
-                    version,
-                    "--labels",
-                    str(root / "labels.json"),
-                    "--resize",
-                    "48",
-                    "--crop",
-                    "48",
-                    "--model-name",
-                    MODEL,
-                    "--version",
-                    version,
-                    "--export-path",
-                    str(root / f"v{version}"),
-                    "--model-config",
-                    str(root / "model-config.yaml"),
-                ]
-            )
-        )
+        random_version_archive(root / "labels.json", version, root / f"v{version}", root / "model-config.yaml")
     store = root / "store"
     store.mkdir()
     shutil.copy(root / "v1" / f"{MODEL}.mar", store / f"{MODEL}-v1.mar")

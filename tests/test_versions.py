@@ -34,6 +34,14 @@ CLASSES = {"circle": "circle", "square": "square", "triangle": "triangle", "cros
 CLIENTS = 4
 
 
+def random_version_archive(labels: Path, version: str, export_path: Path, model_config: Path) -> Path:
+    """A random-weights archive of MODEL at `version` (seeded by it) for the 48 px shapes."""
+    argv = ["--random-weights", "--seed", version, "--labels", str(labels), "--resize", "48", "--crop", "48"]
+    argv += ["--model-name", MODEL, "--version", version, "--export-path", str(export_path)]
+    build_archive.build(build_archive.parse_args([*argv, "--model-config", str(model_config)]))
+    return export_path / f"{MODEL}.mar"
+
+
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory) -> dict[str, Path]:
     """The four candidate archives, each built in a folder of its own (as a user's build would be)."""
@@ -61,29 +69,7 @@ def archives(tmp_path_factory) -> dict[str, Path]:
     for version, labels in (("3", sorted(CLASSES)), ("4", ["circle", "square", "star", "triangle"])):
         store = root / f"build-v{version}"
         (root / f"labels-{version}.json").write_text(json.dumps(labels))
-        build_archive.build(
-            build_archive.parse_args(
-                [
-                    "--random-weights",
-                    "--seed",
-                    version,
-                    "--labels",
-                    str(root / f"labels-{version}.json"),
-                    "--resize",
-                    "48",
-                    "--crop",
-                    "48",
-                    "--model-name",
-                    MODEL,
-                    "--version",
-                    version,
-                    "--export-path",
-                    str(store),
-                    "--model-config",
-                    str(root / "model-config.yaml"),
-                ]
-            )
-        )
+        random_version_archive(root / f"labels-{version}.json", version, store, root / "model-config.yaml")
         out[version] = store / f"{MODEL}.mar"
     out["eval"] = root / "eval"
     return out
