@@ -94,6 +94,11 @@ def wait_done(page: Page, count: int) -> None:
     page.get_by_text(re.compile(rf"^{count} of {count} classified\.$")).wait_for()
 
 
+def wait_idle(page: Page) -> None:
+    """Until the script run is over: during a rerun the last run's widgets stay drawn (stale) beside the new ones."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
+
+
 def table(page: Page):
     return page.locator('[data-testid="stDataFrame"]')
 
@@ -226,6 +231,8 @@ def test_uncertain_filter_selection_and_review_into_the_feedback_folder(
     expect(review.get_by_text(f"Photo 1 of {len(uncertain)}: {uncertain[0]}")).to_be_visible()
     review.get_by_role("button", name="Skip").click()
     expect(review.get_by_text(f"Photo 2 of {len(uncertain)}: {uncertain[1]}")).to_be_visible()
+    wait_idle(page)
+    expect(review.get_by_label("No, it is…")).to_have_count(1)  # photo 1's form is gone, not just hidden
     review.get_by_label("No, it is…").click()
     page.keyboard.type("tiger ca")
     page.get_by_role("option", name="tiger cat", exact=True).click()
