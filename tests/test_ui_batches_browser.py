@@ -24,7 +24,7 @@ from service.client.api import Settings
 from service.local.torchserve import TorchServe
 from tests.batch_photos import make_photo_folder
 from tests.conftest import MODEL, ROOT
-from tests.test_ui_browser import VIEWPORT, WAIT_MS, assert_no_traceback, chromium, running_ui, shoot
+from tests.test_ui_browser import VIEWPORT, WAIT_MS, assert_no_traceback, chromium, running_ui, shoot, wait_idle
 from ui.logic import classify
 from ui.sources import natural_key
 
@@ -92,11 +92,6 @@ def upload_folder(page: Page, folder: Path) -> None:
 
 def wait_done(page: Page, count: int) -> None:
     page.get_by_text(re.compile(rf"^{count} of {count} classified\.$")).wait_for()
-
-
-def wait_idle(page: Page) -> None:
-    """Until the script run is over: during a rerun the last run's widgets stay drawn (stale) beside the new ones."""
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
 
 
 def table(page: Page):

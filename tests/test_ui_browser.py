@@ -140,8 +140,16 @@ def drop(page, *files: Path) -> None:
 
 
 def wait_done(page, count: int) -> None:
-    """The page ends every run with 'N of M classified.': wait for it, not for a fixed time."""
+    """The page shows 'N of M classified.' once photos are there: wait for it, then for the run to end."""
     page.get_by_text(re.compile(rf"\d+ of {count} classified\.")).wait_for()
+    wait_idle(page)
+
+
+def wait_idle(page) -> None:
+    """Until the script run is over: during a rerun the last run's elements stay drawn (stale) beside the new
+    ones, so a form whose place moved (a card with "Why?" on has a third column) is there twice for a moment.
+    Call it once something of the new run is seen, or it may return before the run starts."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
 
 
 def shoot(page, path: Path) -> None:
@@ -227,6 +235,7 @@ def test_why_shows_an_overlay_and_corrections_land_in_the_feedback_folder(page, 
     expect(overlay.locator("img")).to_have_count(1)
     expect(page.get_by_text("sensitivity, not certainty", exact=False)).to_be_visible()
     assert overlay.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    wait_idle(page)  # the form moved to the third column: until the run ends, the old one is drawn too
     page.get_by_text("Is this right?").click()
     page.get_by_role("button", name=re.compile(r"^Yes, it is ")).wait_for()
 
@@ -240,6 +249,8 @@ def test_why_shows_an_overlay_and_corrections_land_in_the_feedback_folder(page, 
 
     page.get_by_label("…or a class the model does not know").fill("")
     page.get_by_label("…or a class the model does not know").press("Enter")
+    expect(save).to_be_disabled()  # the rerun that reads the emptied label has drawn the button
+    wait_idle(page)
     picker = page.get_by_label("No, it is…")
     picker.click()
     page.keyboard.type("tiger ca")
