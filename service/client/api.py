@@ -87,6 +87,13 @@ def ready_workers(version: Mapping) -> tuple[int, int]:
     return ready, max(1, int(version.get("minWorkers") or 0))
 
 
+def as_uploaded(image: bytes, filename: str, shrink: bool = True) -> tuple[bytes, str]:
+    """(bytes, content type) as the client sends a photo: over the upload size (service/client/upload.py)
+    it goes as a smaller upright JPEG unless shrink=False, else as it is with its name's content type."""
+    image, shrunk = shrink_for_upload(image) if shrink else (image, False)
+    return image, "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
 class TorchServeClient:
     def __init__(
         self,
@@ -157,8 +164,7 @@ class TorchServeClient:
         """Send the image with its own content type (never form-urlencoded). A photo over the upload
         size (service/client/upload.py) goes as a smaller upright JPEG unless shrink=False. `version`:
         that version of the model (/predictions/{model}/{version}), else its default."""
-        image, shrunk = shrink_for_upload(image) if shrink else (image, False)
-        content_type = "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        image, content_type = as_uploaded(image, filename, shrink)
         headers = {"Content-Type": content_type}
         if topk is not None:
             headers["X-TopK"] = str(topk)
@@ -175,8 +181,7 @@ class TorchServeClient:
         one-image answer). Each photo is sent as predict would send it."""
         files = []
         for number, (filename, image) in enumerate(images):
-            image, shrunk = shrink_for_upload(image) if shrink else (image, False)
-            content_type = "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            image, content_type = as_uploaded(image, filename, shrink)
             files.append((f"image{number:03d}", (Path(filename).name or "image", image, content_type)))
         headers = {"X-TopK": str(topk)} if topk is not None else {}
         return self._call(
@@ -189,8 +194,7 @@ class TorchServeClient:
     ) -> requests.Response:
         """POST /explanations/{model}: the predictions plus an occlusion map of the top class, or of
         `target` (a label or class index), sent the same way as predict sends the photo."""
-        image, shrunk = shrink_for_upload(image) if shrink else (image, False)
-        content_type = "image/jpeg" if shrunk else mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        image, content_type = as_uploaded(image, filename, shrink)
         headers = {"Content-Type": content_type}
         if topk is not None:
             headers["X-TopK"] = str(topk)
