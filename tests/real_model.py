@@ -15,9 +15,11 @@ import json
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision import transforms
 from torchvision.models import ResNet18_Weights
+
+from service.archive.calibration import random_crops
 
 RESIZE, CROP, INTERPOLATION = 272, 240, "bicubic"
 MEAN, STD = (127 / 255,) * 3, (128 / 255,) * 3
@@ -68,21 +70,13 @@ def write_torchscript_and_labels(folder: Path) -> tuple[Path, Path]:
 
 
 def augmented_crops(path: Path, count: int, seed: int) -> list[bytes]:
-    """`count` random crops (35 to 100 % of each side) of a photo, some mirrored, as PNG files: more
-    real images to compare answers on than the few sample photos."""
-    generator = torch.Generator().manual_seed(seed)
+    """`count` random crops of a photo (the calibration's own, service/archive/calibration.py) as PNG
+    files: more real images to compare answers on than the few sample photos."""
     with Image.open(path) as opened:
         image = opened.convert("RGB")
-    crops = []
-    for _ in range(count):
-        scale = 0.35 + 0.65 * torch.rand(1, generator=generator).item()
-        w, h = max(32, int(image.width * scale)), max(32, int(image.height * scale))
-        x = int(torch.randint(0, image.width - w + 1, (1,), generator=generator))
-        y = int(torch.randint(0, image.height - h + 1, (1,), generator=generator))
-        crop = image.crop((x, y, x + w, y + h))
-        if torch.rand(1, generator=generator).item() < 0.5:
-            crop = ImageOps.mirror(crop)
+    files = []
+    for crop in random_crops(image, count, torch.Generator().manual_seed(seed)):
         buffer = io.BytesIO()
         crop.save(buffer, "PNG")
-        crops.append(buffer.getvalue())
-    return crops
+        files.append(buffer.getvalue())
+    return files

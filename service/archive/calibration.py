@@ -76,16 +76,21 @@ def calibration_batches(
     batches = []
     for path in paths:
         image = _decode(path)
-        tensors = [to_tensor(image, preprocessing)]
-        for _ in range(crops_per_photo):
-            w, h = image.size
-            scale = 0.35 + 0.65 * torch.rand(1, generator=generator).item()
-            cw, ch = max(32, int(w * scale)), max(32, int(h * scale))
-            x = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-            y = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-            crop: Image.Image = image.crop((x, y, x + cw, y + ch))
-            if torch.rand(1, generator=generator).item() < 0.5:
-                crop = ImageOps.mirror(crop)
-            tensors.append(to_tensor(crop, preprocessing))
-        batches.append(torch.stack(tensors))
+        crops = random_crops(image, crops_per_photo, generator)
+        batches.append(torch.stack([to_tensor(each, preprocessing) for each in [image, *crops]]))
     return batches
+
+
+def random_crops(image: Image.Image, count: int, generator: torch.Generator) -> list[Image.Image]:
+    """`count` random crops of 35 to 100 % of each side, half of them mirrored: more real images
+    from one photo, the same ones for the same generator state."""
+    crops = []
+    w, h = image.size
+    for _ in range(count):
+        scale = 0.35 + 0.65 * torch.rand(1, generator=generator).item()
+        cw, ch = max(32, int(w * scale)), max(32, int(h * scale))
+        x = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+        y = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+        crop = image.crop((x, y, x + cw, y + ch))
+        crops.append(ImageOps.mirror(crop) if torch.rand(1, generator=generator).item() < 0.5 else crop)
+    return crops
