@@ -53,10 +53,10 @@ NOT_IN_SERVING = {
 
 pytestmark = pytest.mark.container
 # Inside the image: each TorchServe worker's proportional set size (MiB), read as the workers' own user.
-WORKER_PSS = (
-    "import json, psutil\n"
-    "workers = [p for p in psutil.process_iter(['cmdline'])\n"
-    "           if 'model_service_worker' in ' '.join(p.info['cmdline'] or [])]\n"
+WORKER_PSS = (  # not this script's own process, whose command line names the workers too
+    "import json, os, psutil\n"
+    "workers = [p for p in psutil.process_iter(['cmdline']) if p.pid != os.getpid()\n"
+    "           and 'model_service_worker' in ' '.join(p.info['cmdline'] or [])]\n"
     "print(json.dumps([round(p.memory_full_info().pss / 2**20, 1) for p in workers]))\n"
 )
 
